@@ -1,0 +1,1 @@
+"""Process plumbing shared by every Code Runner process: settings, bus, telemetry, the CLI."""

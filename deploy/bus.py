@@ -1,0 +1,122 @@
+"""NATS connection and the few bus operations every process shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from opentelemetry import propagate
+
+from schemas import streams, subjects
+from schemas.codec import encode
+from schemas.executions import ExecutionEvent, execution_decoder
+from schemas.results import JobResult, apply
+from schemas.submissions import SubmissionRequested, submission_decoder
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected")
+
+    nc = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+    return nc, nc.jetstream(timeout=5)
+
+
+def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers carrying the current trace context (W3C traceparent) across the bus."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+async def publish(
+    js: JetStreamContext, subject: str, event: Any, *, msg_id: str | None = None
+) -> Any:
+    headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
+    return await js.publish(subject, encode(event), headers=headers or None)
+
+
+async def job_events(
+    js: JetStreamContext, job_id: str, after_seq: int = 0
+) -> AsyncIterator[tuple[int, ExecutionEvent]]:
+    """Stored execution events of one job, in order, read with direct gets by subject.
+
+    Stateless (no consumer is created), so it suits one-off reads such as ``GET /result``.
+    """
+    subject = subjects.executions_of(job_id)
+    seq = after_seq + 1
+    while True:
+        try:
+            raw = await js.get_msg(streams.EXECUTIONS, seq=seq, subject=subject, next=True, direct=True)
+        except NotFoundError:
+            return
+        assert raw.seq is not None and raw.data is not None
+        try:
+            event = execution_decoder.decode(raw.data)
+        except msgspec.DecodeError:
+            log.error("undecodable event at %s seq %s skipped", streams.EXECUTIONS, raw.seq)
+        else:
+            yield raw.seq, event
+        seq = raw.seq + 1
+
+
+async def fold_job(js: JetStreamContext, job_id: str) -> JobResult:
+    result = JobResult(job_id=job_id)
+    async for seq, event in job_events(js, job_id):
+        result = apply(result, event, seq)
+    return result
+
+
+async def submission_of(js: JetStreamContext, job_id: str) -> SubmissionRequested | None:
+    try:
+        raw = await js.get_msg(streams.SUBMISSIONS, subject=subjects.submission(job_id), direct=True)
+    except NotFoundError:
+        return None
+    return submission_decoder.decode(raw.data or b"")
+
+
+async def submission_exists(js: JetStreamContext, job_id: str) -> bool:
+    try:
+        await js.get_msg(streams.SUBMISSIONS, subject=subjects.submission(job_id), direct=True)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def job_finished(js: JetStreamContext, job_id: str) -> bool:
+    try:
+        await js.get_msg(streams.EXECUTIONS, subject=subjects.finished_of(job_id), direct=True)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def close(nc: NATS) -> None:
+    try:
+        await asyncio.wait_for(nc.drain(), timeout=5)
+    except Exception:  # noqa: BLE001 - closing anyway
+        await nc.close()

@@ -1,0 +1,181 @@
+"""``coderunner up``: the embedded servers plus every Code Runner process, supervised.
+
+A process that exits unexpectedly is restarted with a growing delay; Ctrl-C or SIGTERM stops the
+application processes first (so they drain), then the servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy import embedded
+
+log = logging.getLogger("coderunner.up")
+
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A process that stayed up this long is considered healthy again: its delay resets.
+HEALTHY_AFTER = 30.0
+
+
+@dataclass
+class Supervised:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        out = self.log_path.open("ab") if self.log_path else None
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                env=self.env,
+                start_new_session=True,
+            )
+        finally:
+            if out:
+                out.close()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+
+class Stack:
+    def __init__(self, data_dir: Path, host: str, port: int) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.servers: list[tuple[embedded.ServerSpec, Supervised]] = []
+        self.apps: list[Supervised] = []
+        self._stopping = False
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        urls = {s.name: s.url for s, _ in self.servers}
+        env.setdefault("NATS_URL", urls.get("nats", ""))
+        env.setdefault("REDIS_URL", urls.get("redis", ""))
+        env.setdefault("MONGODB_URI", urls.get("mongodb", ""))
+        env.setdefault("GATEWAY_HOST", self.host)
+        env.setdefault("GATEWAY_PORT", str(self.port))
+        return env
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        wanted = {"nats": "NATS_URL", "redis": "REDIS_URL", "mongodb": "MONGODB_URI"}
+        for spec in embedded.specs(self.data_dir):
+            if os.environ.get(wanted[spec.name]):
+                log.info("using external %s at %s", spec.name, os.environ[wanted[spec.name]])
+                continue
+            sup = Supervised(spec.name, spec.argv, {**os.environ, **spec.env}, spec.log_path)
+            sup.start()
+            assert sup.proc is not None
+            embedded.wait_listening(spec, sup.proc)
+            self.servers.append((spec, sup))
+        env = self._env()
+        exe = [sys.executable, "-m", "deploy.cli"]
+        logs = self.data_dir / "logs"
+        self.apps = [
+            Supervised("gateway", [*exe, "gateway"], env, logs / "gateway.log"),
+            Supervised("runner", [*exe, "runner"], env, logs / "runner.log"),
+            *(
+                Supervised(f"consumer-{name}", [*exe, "consume", name], env, logs / f"consumer-{name}.log")
+                for name in ("caching", "progress", "grading")
+            ),
+        ]
+        for app in self.apps:
+            app.start()
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.host}:{self.port}/ready"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own URL
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            self.tick()
+            time.sleep(0.2)
+        return False
+
+    def tick(self) -> None:
+        """Restart whatever died, after its back-off delay."""
+        now = time.monotonic()
+        for sup in [s for _, s in self.servers] + self.apps:
+            if self._stopping or sup.proc is None:
+                continue
+            if sup.proc.poll() is None:
+                if sup.failures and now - sup.started_at > HEALTHY_AFTER:
+                    sup.failures = 0
+                continue
+            if sup.restart_at is None:
+                delay = RESTART_DELAYS[min(sup.failures, len(RESTART_DELAYS) - 1)]
+                sup.failures += 1
+                sup.restart_at = now + delay
+                log.warning(
+                    "%s exited with %s; restarting in %.0fs (log: %s)",
+                    sup.name, sup.proc.returncode, delay, sup.log_path,
+                )
+            elif now >= sup.restart_at:
+                sup.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        for group in (self.apps, [s for _, s in self.servers]):
+            for sup in group:
+                if sup.proc and sup.proc.poll() is None:
+                    sup.proc.send_signal(signal.SIGTERM)
+            for sup in group:
+                if sup.proc:
+                    try:
+                        sup.proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        log.warning("%s did not stop in time; killing it", sup.name)
+                        sup.proc.kill()
+                        sup.proc.wait()
+        log.info("stopped")
+
+
+def up(data_dir: Path, host: str, port: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stack = Stack(data_dir, host, port)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        if stack.wait_ready():
+            print(f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n",
+                  flush=True)
+        else:
+            log.error("gateway not ready; see %s", data_dir / "logs")
+        while not stopping:
+            stack.tick()
+            time.sleep(0.5)
+    except embedded.EmbeddedError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        stack.stop()
+    return 0

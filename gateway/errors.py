@@ -1,0 +1,46 @@
+"""Gateway errors, and the one place that maps them to RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from litestar.plugins.problem_details import ProblemDetailsException
+
+PROBLEM_BASE = "https://coderunner.dev/problems/"
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway's services raise."""
+
+    status = 500
+    title = "Internal error"
+    slug = "internal"
+
+    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
+        self.detail = detail
+        self.headers = headers
+        super().__init__(detail or self.title)
+
+
+class JobNotFound(GatewayError):
+    status, title, slug = 404, "Job not found", "job-not-found"
+
+
+class CodeTooLarge(GatewayError):
+    status, title, slug = 413, "Submission too large", "too-large"
+
+
+class InvalidRequest(GatewayError):
+    status, title, slug = 400, "Invalid request", "invalid-request"
+
+
+class BusUnavailable(GatewayError):
+    status, title, slug = 503, "Queue unavailable", "queue-unavailable"
+
+
+def to_problem(exc: GatewayError) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=exc.status,
+        title=exc.title,
+        detail=exc.detail or exc.title,
+        type_=PROBLEM_BASE + exc.slug,
+        headers=exc.headers,
+    )

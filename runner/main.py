@@ -1,0 +1,75 @@
+"""The runner process, built in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from deploy import bus
+from deploy.config import load
+from deploy.telemetry import setup_logging, setup_tracing
+from runner import deadletters
+from runner.settings import RunnerSettings
+from runner.worker import Runner
+from sandbox.base import Sandbox, SandboxUnavailable
+from sandbox.bwrap import BwrapSandbox
+from schemas import streams
+
+log = logging.getLogger(__name__)
+
+
+def build_sandbox(settings: RunnerSettings) -> Sandbox:
+    # One backend so far; the Docker backend plugs in here.
+    return BwrapSandbox(
+        python=settings.sandbox_python,
+        slots=settings.runner_concurrency,
+        host_uid_base=settings.sandbox_host_uid_base,
+    )
+
+
+async def serve(settings: RunnerSettings) -> None:
+    tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint)
+    sandbox = build_sandbox(settings)
+    # Refuse to start without a working sandbox: there is no unsandboxed mode.
+    await sandbox.check()
+    nc, js = await bus.connect(settings.nats_url, f"runner-{settings.runner_id}")
+    try:
+        await streams.provision(js, settings.bus_limits())
+        advisories = await deadletters.listen(nc, js)
+        runner = Runner(
+            js,
+            sandbox,
+            runner_id=settings.runner_id,
+            concurrency=settings.runner_concurrency,
+            ack_wait=settings.runner_ack_wait_seconds,
+            max_deliver=settings.runner_max_deliver,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        pulling = asyncio.create_task(runner.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({pulling, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if pulling.done():
+            pulling.result()  # surface the error
+        log.info("runner stopping")
+        await runner.stop()
+        pulling.cancel()
+        await advisories.unsubscribe()
+    finally:
+        await bus.close(nc)
+        await sandbox.close()
+        tracing.shutdown()
+
+
+def main() -> None:
+    settings = load(RunnerSettings)
+    setup_logging(settings.log_level, "runner")
+    try:
+        asyncio.run(serve(settings))
+    except SandboxUnavailable as exc:
+        print(f"coderunner runner: refusing to start, no sandbox can run here: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

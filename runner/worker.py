@@ -1,0 +1,254 @@
+"""The runner: pulls submissions from the shared durable consumer and runs each in a sandbox.
+
+Delivery rules (JetStream at-least-once, made effectively-once):
+- A job whose ``finished`` event already exists is acked without running again (a redelivery
+  after the runner published the result but died before acking).
+- ``ExecutionFinished`` is published with ``Nats-Msg-Id = <jobId>.finished``: JetStream drops a
+  second one inside the duplicate window, and the check above covers later redeliveries.
+- While a job runs longer than AckWait, the runner sends in-progress acks.
+- A sandbox failure is nak'd for another attempt; on the last attempt the job finishes with
+  SANDBOX_ERROR and a dead-letter record. Jobs whose runner died on every attempt are dead-lettered
+  from the MAX_DELIVERIES advisory (see :mod:`runner.deadletters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
+from opentelemetry import propagate, trace
+
+from deploy import bus
+from deploy.errors import Disposition, Permanent, Transient, disposition, nak_delay
+from runner.deadletters import record_deadletter
+from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure
+from schemas import streams, subjects
+from schemas.deadletter import DeadLetterReason
+from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, StreamName, Verdict
+from schemas.submissions import SubmissionRequested, submission_decoder
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("coderunner.runner")
+
+# Output is coalesced into chunks of at most this size, flushed at least this often.
+CHUNK_BYTES = 8 * 1024
+CHUNK_SECONDS = 0.05
+
+
+class ChunkPublisher:
+    """Batches a program's output into ``OutputChunk`` events and publishes them in order."""
+
+    def __init__(self, js: JetStreamContext, job: SubmissionRequested, attempt: int) -> None:
+        self.js = js
+        self.job = job
+        self.attempt = attempt
+        self.seq = 0
+        self._buffer: list[tuple[StreamName, str]] = []
+        self._size = 0
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, stream: StreamName, text: str) -> None:
+        self._buffer.append((stream, text))
+        self._size += len(text)
+        if self._size >= CHUNK_BYTES:
+            await self.flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(CHUNK_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            buffer, self._buffer, self._size = self._buffer, [], 0
+            # Merge neighbours of the same stream, keeping stdout/stderr interleaving.
+            merged: list[tuple[StreamName, str]] = []
+            for stream, text in buffer:
+                if merged and merged[-1][0] == stream:
+                    merged[-1] = (stream, merged[-1][1] + text)
+                else:
+                    merged.append((stream, text))
+            for stream, text in merged:
+                chunk = OutputChunk(
+                    job_id=self.job.job_id, attempt=self.attempt, stream=stream, seq=self.seq, text=text
+                )
+                await bus.publish(
+                    self.js,
+                    subjects.execution(self.job.job_id, "output"),
+                    chunk,
+                    msg_id=f"{self.job.job_id}.{self.attempt}.{self.seq}",
+                )
+                self.seq += 1
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+
+
+class Runner:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        sandbox: Sandbox,
+        *,
+        runner_id: str,
+        concurrency: int,
+        ack_wait: float,
+        max_deliver: int,
+    ) -> None:
+        self.js = js
+        self.sandbox = sandbox
+        self.runner_id = runner_id
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        sub = await self.js.pull_subscribe_bind(durable=streams.RUNNER_CONSUMER, stream=streams.SUBMISSIONS)
+        free = asyncio.Semaphore(self.concurrency)
+        log.info("runner %s pulling with concurrency %d", self.runner_id, self.concurrency)
+        while not self._stopping.is_set():
+            await free.acquire()
+            # Fetch only as many as there are free slots, so no message waits in this process
+            # while another runner is idle.
+            slots = 1
+            while slots < self.concurrency and not free.locked():
+                await free.acquire()
+                slots += 1
+            try:
+                msgs = await sub.fetch(slots, timeout=1.0)
+            except (FetchTimeoutError, TimeoutError):
+                msgs = []
+            except Exception as exc:  # noqa: BLE001 - the bus may be briefly away; keep pulling
+                log.warning("fetch failed: %s", exc)
+                msgs = []
+                await asyncio.sleep(0.5)
+            for _ in range(slots - len(msgs)):
+                free.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg, free))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop pulling; let running jobs finish for ``grace`` seconds (the rest are redelivered)."""
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+
+    async def _handle(self, msg: Msg, free: asyncio.Semaphore) -> None:
+        try:
+            ctx = propagate.extract(dict(msg.headers or {}))
+            with tracer.start_as_current_span(
+                f"process {subjects.SUBMISSIONS_ALL}",
+                context=ctx,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+            ):
+                await self._settle(msg)
+        finally:
+            free.release()
+
+    async def _settle(self, msg: Msg) -> None:
+        error: BaseException | None = None
+        try:
+            await self._process(msg)
+        except asyncio.CancelledError:
+            # Shutting down: leave the message unacked so another runner gets it after AckWait.
+            raise
+        except Exception as exc:  # noqa: BLE001 - the disposition rule decides
+            error = exc
+        action = disposition(error)
+        try:
+            if action is Disposition.ACK:
+                await msg.ack_sync()
+            elif action is Disposition.TERM:
+                assert isinstance(error, Permanent)
+                log.error("terminating %s: %s", msg.subject, error)
+                await record_deadletter(
+                    self.js, msg, reason=DeadLetterReason(error.reason), detail=error.detail
+                )
+                await msg.term()
+            else:
+                delay = nak_delay(msg.metadata.num_delivered)
+                log.warning("nak %s (retry in %.1fs): %s", msg.subject, delay, error)
+                await msg.nak(delay=delay)
+        except Exception as exc:  # noqa: BLE001 - unacked messages come back after AckWait
+            log.warning("could not %s %s: %s", action.value, msg.subject, exc)
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            job = submission_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
+        if await bus.job_finished(self.js, job.job_id):
+            log.info("job %s already finished; acking redelivery", job.job_id)
+            return
+        attempt = msg.metadata.num_delivered
+        await bus.publish(
+            self.js,
+            subjects.execution(job.job_id, "started"),
+            ExecutionStarted(
+                job_id=job.job_id, attempt=attempt, runner_id=self.runner_id, started_at=datetime.now(UTC)
+            ),
+            msg_id=f"{job.job_id}.started.{attempt}",
+        )
+        chunks = ChunkPublisher(self.js, job, attempt)
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        started = time.monotonic()
+        try:
+            outcome = await self.sandbox.run(
+                Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write
+            )
+        except SandboxFailure as exc:
+            if attempt < self.max_deliver:
+                raise Transient(str(exc)) from exc
+            outcome = Outcome(
+                verdict=Verdict.SANDBOX_ERROR,
+                exit_code=None,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                message="the sandbox failed; this was not caused by your program",
+            )
+            await record_deadletter(self.js, msg, reason=DeadLetterReason.SANDBOX_FAILED, detail=str(exc))
+        finally:
+            keepalive.cancel()
+        await chunks.close()
+        await bus.publish(
+            self.js,
+            subjects.finished_of(job.job_id),
+            ExecutionFinished(
+                job_id=job.job_id,
+                attempt=attempt,
+                verdict=outcome.verdict,
+                exit_code=outcome.exit_code,
+                duration_ms=outcome.duration_ms,
+                finished_at=datetime.now(UTC),
+                stdout_truncated=outcome.stdout_truncated,
+                stderr_truncated=outcome.stderr_truncated,
+                signal=outcome.signal,
+                message=outcome.message,
+            ),
+            msg_id=f"{job.job_id}.finished",
+        )
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

@@ -1,0 +1,35 @@
+"""Dead-letter records: a message the pipeline gave up on, with a named reason."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+from msgspec import Struct
+
+
+class DeadLetterReason(enum.StrEnum):
+    # The payload did not decode as the stream's union: no retry can fix it.
+    UNDECODABLE = "undecodable"
+    # Every delivery failed or timed out (MaxDeliver reached).
+    MAX_DELIVERIES = "max_deliveries"
+    # The sandbox kept failing on every attempt.
+    SANDBOX_FAILED = "sandbox_failed"
+
+
+class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field="type", rename="camel"):
+    reason: DeadLetterReason
+    stream: str
+    stream_seq: int
+    subject: str
+    consumer: str
+    recorded_at: datetime
+    job_id: str | None = None
+    detail: str = ""
+    # The original payload, as text (lenient UTF-8), so nothing is lost.
+    payload: str = ""
+    v: int = 1
+
+
+deadletter_decoder: msgspec.json.Decoder[DeadLetter] = msgspec.json.Decoder(DeadLetter)

@@ -1,0 +1,190 @@
+"""Real servers for the tests: embedded NATS, Redis and MongoDB-wire on free ports in temp dirs.
+
+NATS_URL / REDIS_URL / MONGODB_URI in the environment replace the embedded servers. Application
+processes (gateway, runner, consumers) run as real subprocesses via ``coderunner``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
+    """Poll until ``predicate`` returns something truthy (tests poll, never sleep blindly)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}")
+
+
+@dataclass
+class Servers:
+    urls: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def _start_servers(tmp: Path, names: set[str]) -> Servers:
+    servers = Servers(urls={})
+    for spec in embedded.specs(tmp, persistent=False):
+        if spec.name not in names:
+            continue
+        proc = embedded.start(spec)
+        servers.procs.append(proc)
+        embedded.wait_listening(spec, proc)
+        servers.urls[spec.name] = spec.url
+    return servers
+
+
+@pytest.fixture(scope="session")
+def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Redis and MongoDB for the whole session (every test uses its own keys and job ids)."""
+    external = {"redis": os.environ.get("REDIS_URL"), "mongodb": os.environ.get("MONGODB_URI")}
+    wanted = {name for name, url in external.items() if not url}
+    servers = _start_servers(tmp_path_factory.mktemp("servers"), wanted)
+    urls = {**{k: v for k, v in external.items() if v}, **servers.urls}
+    yield urls
+    for proc in servers.procs:
+        embedded.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server per test module, so each module's streams and durable consumers start clean."""
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    servers = _start_servers(tmp_path_factory.mktemp("nats"), {"nats"})
+    yield servers.urls["nats"]
+    for proc in servers.procs:
+        embedded.stop(proc)
+
+
+class App:
+    """One ``coderunner`` process with its log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> App:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deploy.cli", *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, needle: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.args} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            return needle in self.log()
+
+        wait_for(seen, timeout, what=f"{needle!r} in {self.log_path.name}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    base_url: str
+    tmp: Path
+    apps: list[App] = field(default_factory=list)
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None, name: str | None = None) -> App:
+        log = self.tmp / f"{name or '-'.join(args)}-{len(self.apps)}.log"
+        app = App(list(args), {**self.env, **(env or {})}, log).start()
+        self.apps.append(app)
+        return app
+
+    def runner(self, **env: str) -> App:
+        app = self.spawn("runner", env=env)
+        app.wait_log("pulling with concurrency")
+        return app
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+
+def stack_env(nats: str, shared: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "REDIS_", "MONGODB_"))}
+    env.update(
+        NATS_URL=nats,
+        REDIS_URL=shared["redis"],
+        MONGODB_URI=shared["mongodb"],
+        PYTHONPATH=str(ROOT),
+        LOG_LEVEL="INFO",
+        # Short so that a killed runner's job is redelivered quickly; in-progress acks keep
+        # longer jobs alive.
+        RUNNER_ACK_WAIT_SECONDS="2",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(nats_url: str, shared_servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Gateway and the three consumers against this module's NATS. Tests add runners as needed."""
+    tmp = tmp_path_factory.mktemp("stack")
+    port = embedded.free_port()
+    env = stack_env(nats_url, shared_servers, GATEWAY_PORT=str(port))
+    s = Stack(env=env, base_url=f"http://127.0.0.1:{port}", tmp=tmp)
+    gateway = s.spawn("gateway")
+    for name in ("caching", "progress", "grading"):
+        s.spawn("consume", name).wait_log(f"consumer {name} started")
+
+    def ready() -> bool:
+        assert gateway.proc is not None
+        if gateway.proc.poll() is not None:
+            raise AssertionError(gateway.log())
+        try:
+            return httpx.get(f"{s.base_url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 30, what="gateway ready")
+    yield s
+    for app in reversed(s.apps):
+        app.stop()

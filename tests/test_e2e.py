@@ -1,0 +1,207 @@
+"""One submission end to end: HTTP → JetStream → sandboxed runner → SSE, on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import nats
+import pytest
+import redis
+
+from schemas import streams, subjects
+from schemas.results import JobResult, cache_key
+from tests.conftest import Stack, wait_for
+from tests.helpers import output_of, read_events, submit
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def runner(stack: Stack):
+    app = stack.runner()
+    yield app
+    app.stop()
+
+
+def _stream_messages(nats_url: str, subject: str) -> list[bytes]:
+    """Every stored message on a subject, read straight from JetStream."""
+
+    async def read() -> list[bytes]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        out: list[bytes] = []
+        seq = 1
+        stream = streams.SUBMISSIONS if ".submissions." in subject else streams.EXECUTIONS
+        while True:
+            try:
+                msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+            except nats.js.errors.NotFoundError:
+                break
+            out.append(msg.data or b"")
+            seq = (msg.seq or seq) + 1
+        await nc.close()
+        return out
+
+    return asyncio.run(read())
+
+
+def test_hello_streams_output_and_done(stack: Stack, runner) -> None:
+    with stack.client() as client:
+        started = time.monotonic()
+        job = submit(client, 'print("hello")')
+        assert job["status"] == "queued"
+        assert job["eventsUrl"] == f"/execution/result/{job['jobId']}/events"
+        events = read_events(client, job["eventsUrl"])
+        elapsed = time.monotonic() - started
+        names = [e.event for e in events]
+        assert names[0] == "started"
+        assert names[-2:] == ["finished", "done"]
+        assert output_of(events) == "hello\n"
+        done = events[-1].data
+        assert done["status"] == "completed"
+        assert done["verdict"] == "OK"
+        assert done["exitCode"] == 0
+        # Every event but done carries the JetStream sequence as its id, increasing.
+        ids = [int(e.id) for e in events[:-1]]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        # The done data is the same document the result endpoint serves.
+        result = client.get(job["resultUrl"]).json()
+        assert result == done
+        assert elapsed < 5, elapsed  # generous: the figure itself is measured in bench/
+
+
+def test_output_arrives_while_the_program_runs(stack: Stack, runner) -> None:
+    code = "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')"
+    with stack.client() as client:
+        job = submit(client, code)
+        from httpx_sse import connect_sse
+
+        seen: list[tuple[float, str]] = []
+        with connect_sse(client, "GET", job["eventsUrl"]) as source:
+            for sse in source.iter_sse():
+                seen.append((time.monotonic(), sse.event))
+                if sse.event == "done":
+                    break
+        first_output = next(t for t, name in seen if name == "output")
+        done = seen[-1][0]
+        # The first line reached us well before the program ended.
+        assert done - first_output > 1.0
+
+
+def test_resume_with_last_event_id_loses_and_repeats_nothing(stack: Stack, runner) -> None:
+    code = "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.15)"
+    with stack.client() as client:
+        job = submit(client, code)
+        first = read_events(client, job["eventsUrl"], stop_after=3)
+        assert len(first) == 3 and first[-1].id
+        rest = read_events(client, job["eventsUrl"], last_event_id=first[-1].id)
+        combined = first + rest
+        ids = [int(e.id) for e in combined if e.event != "done"]
+        assert ids == sorted(set(ids)), "an event was repeated or reordered"
+        assert output_of(combined) == "".join(f"{i}\n" for i in range(6))
+        full = read_events(client, job["eventsUrl"])
+        assert [e.id for e in full] == [e.id for e in combined]
+        # done after a resume is complete, not just the tail.
+        assert rest[-1].data["stdout"] == "".join(f"{i}\n" for i in range(6))
+        # After the end, resuming from the last id gives just done.
+        again = read_events(client, job["eventsUrl"], last_event_id=full[-2].id)
+        assert [e.event for e in again] == ["done"]
+
+
+def test_bad_last_event_id_is_a_problem(stack: Stack, runner) -> None:
+    with stack.client() as client:
+        job = submit(client, "print(1)")
+        res = client.get(job["eventsUrl"], headers={"Last-Event-ID": "abc"})
+        assert res.status_code == 400
+        assert res.headers["content-type"].startswith("application/problem+json")
+        assert "Last-Event-ID" in res.json()["detail"]
+
+
+def test_idempotency_key_runs_once(stack: Stack, runner, nats_url: str) -> None:
+    code = "print('once')"
+    with stack.client() as client:
+        a = submit(client, code, key="retry-me-1")
+        b = submit(client, code, key="retry-me-1")
+        assert a["jobId"] == b["jobId"]
+        other = submit(client, code, key="retry-me-2")
+        assert other["jobId"] != a["jobId"]
+        read_events(client, a["eventsUrl"])
+        # Later retries (outside any in-memory window) still map to the same job.
+        c = submit(client, code, key="retry-me-1")
+        assert c["jobId"] == a["jobId"]
+    assert len(_stream_messages(nats_url, subjects.submission(a["jobId"]))) == 1
+    started = _stream_messages(nats_url, subjects.execution(a["jobId"], "started"))
+    assert len(started) == 1
+
+
+def test_wall_clock_limit_gives_time_limit(stack: Stack, runner) -> None:
+    with stack.client() as client:
+        started = time.monotonic()
+        job = submit(client, "import time\nprint('going to sleep', flush=True)\ntime.sleep(60)")
+        events = read_events(client, job["eventsUrl"])
+        done = events[-1].data
+        assert done["verdict"] == "TIME_LIMIT"
+        assert done["status"] == "completed"
+        assert done["stdout"] == "going to sleep\n"
+        assert time.monotonic() - started < 20
+
+
+def test_runtime_error_and_stderr(stack: Stack, runner) -> None:
+    with stack.client() as client:
+        job = submit(client, "import sys\nprint('x = ', input())\n1/0", stdin="42\n")
+        done = read_events(client, job["eventsUrl"])[-1].data
+        assert done["verdict"] == "RUNTIME_ERROR"
+        assert done["exitCode"] == 1
+        assert done["stdout"] == "x =  42\n"
+        assert "ZeroDivisionError" in done["stderr"]
+
+
+def test_unknown_job_is_404_problem(stack: Stack) -> None:
+    with stack.client() as client:
+        for url in ("/execution/result/doesnotexist", "/execution/result/doesnotexist/events"):
+            res = client.get(url)
+            assert res.status_code == 404
+            assert res.headers["content-type"].startswith("application/problem+json")
+            assert res.json()["title"] == "Job not found"
+
+
+def test_invalid_submissions_are_problems(stack: Stack) -> None:
+    with stack.client() as client:
+        res = client.post("/execution/submit", json={"stdin": "x"})
+        assert res.status_code == 400
+        assert res.headers["content-type"].startswith("application/problem+json")
+        res = client.post("/execution/submit", json={"code": "x" * (64 * 1024 + 1)})
+        assert res.status_code == 413
+        res = client.post("/execution/submit", json={"code": "   "})
+        assert res.status_code == 400
+        res = client.post("/execution/submit", json={"code": "print(1)", "unexpected": 1})
+        assert res.status_code == 400
+
+
+def test_consumers_cache_and_record_results(stack: Stack, runner, shared_servers) -> None:
+    from pymongo import MongoClient
+
+    with stack.client() as client:
+        job = submit(client, "print('cached')")
+        done = read_events(client, job["eventsUrl"])[-1].data
+    r = redis.Redis.from_url(shared_servers["redis"])
+    cached = wait_for(lambda: r.get(cache_key(job["jobId"])), what="cached result")
+    assert msgspec.json.decode(cached, type=JobResult) == msgspec.convert(done, JobResult)
+    mongo = MongoClient(shared_servers["mongodb"])
+    records = mongo["coderunner"]["execution_records"]
+    record = wait_for(lambda: records.find_one({"job_id": job["jobId"]}), what="execution record")
+    assert record["user_id"] == "anonymous"
+    assert record["verdict"] == "OK"
+    assert records.count_documents({"job_id": job["jobId"]}) == 1
+
+
+def test_health_ready_and_openapi(stack: Stack) -> None:
+    with stack.client() as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready").json()
+        assert ready == {"status": "ready", "checks": {"nats": "ok", "redis": "ok", "mongodb": "ok"}}
+        schema = client.get("/schema/openapi.json").json()
+        assert "/execution/submit" in schema["paths"]
+        assert "/execution/result/{job_id}/events" in schema["paths"]
