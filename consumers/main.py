@@ -34,6 +34,7 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
     try:
         await streams.provision(js, settings.bus_limits())
+        await streams.ensure_consumer(js, name, settings.bus_limits())
 
         async def submission(job_id: str):  # type: ignore[no-untyped-def]
             job = await bus.submission_of(js, job_id)

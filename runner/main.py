@@ -37,6 +37,7 @@ async def serve(settings: RunnerSettings) -> None:
     nc, js = await bus.connect(settings.nats_url, f"runner-{settings.runner_id}")
     try:
         await streams.provision(js, settings.bus_limits())
+        await streams.ensure_runner_consumer(js, settings.bus_limits())
         advisories = await deadletters.listen(nc, js)
         runner = Runner(
             js,

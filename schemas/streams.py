@@ -102,7 +102,11 @@ def execution_consumer(name: str, limits: BusLimits) -> ConsumerConfig:
 
 
 async def provision(js: JetStreamContext, limits: BusLimits) -> None:
-    """Create or update every stream and durable consumer. Safe to run from every process."""
+    """Create or update every stream. Safe to run from every process, concurrently.
+
+    Each durable consumer is provisioned by the process that owns it (:func:`ensure_runner_consumer`,
+    :func:`ensure_consumer`), so only that process's settings decide its AckWait and MaxDeliver.
+    """
     for config in stream_configs(limits):
         try:
             await js.stream_info(config.name)  # type: ignore[arg-type]
@@ -110,7 +114,12 @@ async def provision(js: JetStreamContext, limits: BusLimits) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
-    # add_consumer with an existing durable name updates its (mutable) config.
+
+
+async def ensure_runner_consumer(js: JetStreamContext, limits: BusLimits) -> None:
+    # add_consumer with an existing durable name updates its mutable settings.
     await js.add_consumer(SUBMISSIONS, runner_consumer(limits))
-    for name in CONSUMERS:
-        await js.add_consumer(EXECUTIONS, execution_consumer(name, limits))
+
+
+async def ensure_consumer(js: JetStreamContext, name: str, limits: BusLimits) -> None:
+    await js.add_consumer(EXECUTIONS, execution_consumer(name, limits))

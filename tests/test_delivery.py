@@ -1,0 +1,137 @@
+"""Delivery guarantees: a runner killed mid-job loses nothing, give-ups are dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import msgspec
+import nats
+import pytest
+
+from schemas import streams, subjects
+from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.executions import ExecutionFinished, execution_decoder
+from tests.conftest import Stack, wait_for
+from tests.helpers import read_events, submit
+
+pytestmark = pytest.mark.e2e
+
+SLOW = "import time\nprint('start', flush=True)\ntime.sleep(2.5)\nprint('end')"
+
+
+def _all(nats_url: str, stream: str, subject: str) -> list[bytes]:
+    async def read() -> list[bytes]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        out: list[bytes] = []
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+            except nats.js.errors.NotFoundError:
+                break
+            out.append(msg.data or b"")
+            seq = (msg.seq or seq) + 1
+        await nc.close()
+        return out
+
+    return asyncio.run(read())
+
+
+def _publish_raw(nats_url: str, subject: str, payload: bytes) -> None:
+    async def pub() -> None:
+        nc = await nats.connect(nats_url)
+        await nc.jetstream().publish(subject, payload)
+        await nc.close()
+
+    asyncio.run(pub())
+
+
+def _sandboxes_running() -> bool:
+    return subprocess.run(["pgrep", "-f", "/code/main.py"], capture_output=True).returncode == 0
+
+
+def _running_with_output(stack: Stack, job_id: str, attempt: int) -> bool:
+    with stack.client() as client:
+        r = client.get(f"/execution/result/{job_id}").json()
+    return r["status"] == "running" and r["attempt"] == attempt and r["stdout"] == "start\n"
+
+
+def test_runner_killed_mid_job_is_redelivered_and_completes_once(stack: Stack, nats_url: str) -> None:
+    first = stack.runner(RUNNER_CONCURRENCY="1")
+    with stack.client() as client:
+        job = submit(client, SLOW)
+    wait_for(lambda: _running_with_output(stack, job["jobId"], 1), what="first attempt running")
+    first.kill()
+    # --die-with-parent: the sandbox does not outlive its runner.
+    wait_for(lambda: not _sandboxes_running(), timeout=5, what="sandbox gone with its runner")
+    second = stack.runner(RUNNER_CONCURRENCY="1")
+    try:
+        with stack.client() as client:
+            events = read_events(client, job["eventsUrl"])
+        done = events[-1].data
+        assert done["status"] == "completed"
+        assert done["verdict"] == "OK"
+        assert done["attempt"] == 2
+        # Output of the dead attempt is superseded, not duplicated.
+        assert done["stdout"] == "start\nend\n"
+        finished = _all(nats_url, streams.EXECUTIONS, subjects.finished_of(job["jobId"]))
+        assert len(finished) == 1
+        event = execution_decoder.decode(finished[0])
+        assert isinstance(event, ExecutionFinished) and event.attempt == 2
+    finally:
+        second.stop()
+
+
+def test_undecodable_submission_is_dead_lettered(stack: Stack, nats_url: str) -> None:
+    runner = stack.runner()
+    try:
+        job_id = "garbage-job-0001"
+        _publish_raw(nats_url, subjects.submission(job_id), b'{"type": "submission.requested", "code": 5}')
+
+        def recorded() -> list[DeadLetter]:
+            raw = _all(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
+            letters = [msgspec.json.decode(r, type=DeadLetter) for r in raw]
+            return [d for d in letters if d.job_id == job_id]
+
+        letters = wait_for(recorded, what="dead letter")
+        assert isinstance(letters, list) and len(letters) == 1
+        assert letters[0].reason is DeadLetterReason.UNDECODABLE
+        assert letters[0].payload == '{"type": "submission.requested", "code": 5}'
+        # The runner carries on with the next job.
+        with stack.client() as client:
+            ok = submit(client, "print('still fine')")
+            assert read_events(client, ok["eventsUrl"])[-1].data["stdout"] == "still fine\n"
+    finally:
+        runner.stop()
+
+
+def test_job_whose_runners_keep_dying_is_dead_lettered_and_finished(stack: Stack, nats_url: str) -> None:
+    env = {"RUNNER_CONCURRENCY": "1", "RUNNER_MAX_DELIVER": "2"}
+    runner = stack.runner(**env)
+    with stack.client() as client:
+        job = submit(client, SLOW)
+    for attempt in (1, 2):
+        wait_for(lambda a=attempt: _running_with_output(stack, job["jobId"], a), what=f"attempt {attempt}")
+        runner.kill()
+        runner = stack.runner(**env)
+    try:
+        with stack.client() as client:
+            done = read_events(client, job["eventsUrl"])[-1].data
+        assert done["status"] == "failed"
+        assert done["verdict"] == "SANDBOX_ERROR"
+        raw = _all(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
+        letters = [msgspec.json.decode(r, type=DeadLetter) for r in raw]
+        mine = [d for d in letters if d.job_id == job["jobId"]]
+        assert [d.reason for d in mine] == [DeadLetterReason.MAX_DELIVERIES]
+    finally:
+        runner.stop()
+
+
+def test_runner_refuses_to_start_without_a_sandbox(stack: Stack) -> None:
+    app = stack.spawn("runner", env={"SANDBOX_PYTHON": "/nonexistent/python3"}, name="nosandbox")
+    assert app.proc is not None
+    assert app.proc.wait(30) == 1
+    assert "refusing to start" in app.log()
+    assert "SANDBOX_PYTHON" in app.log()
