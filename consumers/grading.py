@@ -8,6 +8,7 @@ with its own durable consumer so that its position in the stream is kept from da
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from consumers.base import Delivery
 from schemas.executions import ExecutionFinished
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Grader:
-    def __init__(self, mode_of_job) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, mode_of_job: Callable[[str], Awaitable[str]]) -> None:
         self.mode_of_job = mode_of_job
 
     async def __call__(self, delivery: Delivery) -> None:

@@ -20,6 +20,7 @@ from deploy.config import load
 from deploy.errors import Permanent
 from deploy.telemetry import setup_logging, setup_tracing
 from schemas import streams
+from schemas.submissions import SubmissionRequested
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, name, settings.bus_limits())
 
-        async def submission(job_id: str):  # type: ignore[no-untyped-def]
+        async def submission(job_id: str) -> SubmissionRequested:
             job = await bus.submission_of(js, job_id)
             if job is None:
                 raise Permanent("unknown_job", f"no submission for job {job_id}")

@@ -6,6 +6,7 @@ Idempotent by construction: one upsert per job keyed by a unique ``job_id`` with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from beanie import Document
@@ -39,7 +40,7 @@ DOCUMENTS = [ExecutionRecord]
 
 
 class ProgressRecorder:
-    def __init__(self, user_of_job) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, user_of_job: Callable[[str], Awaitable[str]]) -> None:
         # Finished events do not repeat the submission; the owner is read from SUBMISSIONS.
         self.user_of_job = user_of_job
 

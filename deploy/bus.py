@@ -53,9 +53,7 @@ def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     return carrier
 
 
-async def publish(
-    js: JetStreamContext, subject: str, event: Any, *, msg_id: str | None = None
-) -> Any:
+async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str | None = None) -> Any:
     headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
     return await js.publish(subject, encode(event), headers=headers or None)
 

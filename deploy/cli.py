@@ -27,8 +27,11 @@ def _schema() -> None:
     _, components = msgspec.json.schema_components(
         [SubmissionEvent, ExecutionEvent, DeadLetter, JobResult], ref_template="#/$defs/{name}"
     )
-    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Code Runner events v1",
-           "$defs": components}
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Code Runner events v1",
+        "$defs": components,
+    }
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc)).decode() + "\n")
 
 

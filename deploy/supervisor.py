@@ -105,7 +105,7 @@ class Stack:
         url = f"http://{self.host}:{self.port}/ready"
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own URL
+                with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
                         return True
             except OSError:
@@ -130,7 +130,10 @@ class Stack:
                 sup.restart_at = now + delay
                 log.warning(
                     "%s exited with %s; restarting in %.0fs (log: %s)",
-                    sup.name, sup.proc.returncode, delay, sup.log_path,
+                    sup.name,
+                    sup.proc.returncode,
+                    delay,
+                    sup.log_path,
                 )
             elif now >= sup.restart_at:
                 sup.start()
@@ -166,8 +169,10 @@ def up(data_dir: Path, host: str, port: int) -> int:
     try:
         stack.start()
         if stack.wait_ready():
-            print(f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n",
-                  flush=True)
+            print(
+                f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n",
+                flush=True,
+            )
         else:
             log.error("gateway not ready; see %s", data_dir / "logs")
         while not stopping:

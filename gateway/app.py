@@ -46,9 +46,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         try:
             await streams.provision(js, settings.bus_limits())
-            app.state.update(
-                nc=nc, js=js, redis=redis, mongo=mongo, service=ExecutionService(js, redis, settings)
-            )
+            app.state.update(nc=nc, js=js, redis=redis, mongo=mongo, service=ExecutionService(js, redis, settings))
             yield
         finally:
             await bus.close(nc)
@@ -57,7 +55,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
             tracing.shutdown()
 
     def provide_service(state: State) -> ExecutionService:
-        return state.service  # type: ignore[no-any-return]
+        service: ExecutionService = state.service
+        return service
 
     class Metrics(PrometheusController):
         path = "/metrics"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from litestar.datastructures import State
 
@@ -9,10 +10,10 @@ from gateway.models import Readiness
 CHECK_TIMEOUT = 2.0
 
 
-async def _check(name: str, probe) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def _check(name: str, probe: Callable[[], Awaitable[object]]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - report, don't raise
+    except Exception as exc:
         return name, f"unavailable: {type(exc).__name__}"
     return name, "ok"
 

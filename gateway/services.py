@@ -5,7 +5,6 @@ No code ever runs here: the only way to execute is to publish a submission to Je
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
@@ -29,7 +28,7 @@ from gateway.settings import GatewaySettings
 from schemas import streams, subjects
 from schemas.executions import ExecutionEvent, ExecutionFinished, ExecutionStarted, execution_decoder
 from schemas.results import JobResult, apply, cache_key
-from schemas.submissions import MiB, Limits, SubmissionRequested
+from schemas.submissions import Limits, MiB, SubmissionRequested
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,7 @@ class ExecutionService:
             output_bytes=settings.run_output_bytes,
         )
 
-    async def submit(
-        self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None
-    ) -> SubmitAccepted:
+    async def submit(self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None) -> SubmitAccepted:
         if len(request.code.encode()) > self.settings.max_code_bytes:
             raise CodeTooLarge(f"code is larger than {self.settings.max_code_bytes} bytes")
         if len(request.stdin.encode()) > self.settings.max_stdin_bytes:
@@ -107,7 +104,7 @@ class ExecutionService:
                 return accepted
             # Nats-Msg-Id makes concurrent retries inside the window collapse into one message.
             ack = await bus.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
-        except (NatsError, JsError, NatsTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
             log.warning("publish failed for job %s: %s", job_id, exc)
             raise BusUnavailable(
                 "the submission queue is unavailable; try again shortly", headers={"Retry-After": "2"}
@@ -164,5 +161,5 @@ class ExecutionService:
         finally:
             try:
                 await sub.unsubscribe()
-            except Exception as exc:  # noqa: BLE001 - the consumer expires on its own
+            except Exception as exc:
                 log.debug("unsubscribe failed: %s", exc)

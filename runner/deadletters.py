@@ -26,9 +26,7 @@ from schemas.submissions import submission_decoder
 
 log = logging.getLogger(__name__)
 
-MAX_DELIVERIES_ADVISORY = (
-    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{streams.SUBMISSIONS}.{streams.RUNNER_CONSUMER}"
-)
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{streams.SUBMISSIONS}.{streams.RUNNER_CONSUMER}"
 
 
 def _job_id(subject: str) -> str | None:
@@ -57,9 +55,7 @@ async def _store(
         detail=detail[:2000],
         payload=payload.decode("utf-8", errors="replace"),
     )
-    await bus.publish(
-        js, subjects.deadletter("submissions"), record, msg_id=f"dlq.{streams.SUBMISSIONS}.{stream_seq}"
-    )
+    await bus.publish(js, subjects.deadletter("submissions"), record, msg_id=f"dlq.{streams.SUBMISSIONS}.{stream_seq}")
     log.error("dead-lettered %s seq %d: %s %s", subject, stream_seq, reason.value, detail)
 
 
@@ -90,7 +86,7 @@ async def _on_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:
     )
     try:
         job = submission_decoder.decode(payload)
-    except Exception:  # noqa: BLE001 - an undecodable job has nobody waiting on it
+    except Exception:
         return
     if not await bus.job_finished(js, job.job_id):
         await bus.publish(

@@ -133,7 +133,7 @@ class Runner:
                 msgs = await sub.fetch(slots, timeout=1.0)
             except (FetchTimeoutError, TimeoutError):
                 msgs = []
-            except Exception as exc:  # noqa: BLE001 - the bus may be briefly away; keep pulling
+            except Exception as exc:
                 log.warning("fetch failed: %s", exc)
                 msgs = []
                 await asyncio.sleep(0.5)
@@ -172,7 +172,7 @@ class Runner:
         except asyncio.CancelledError:
             # Shutting down: leave the message unacked so another runner gets it after AckWait.
             raise
-        except Exception as exc:  # noqa: BLE001 - the disposition rule decides
+        except Exception as exc:
             error = exc
         action = disposition(error)
         try:
@@ -181,15 +181,13 @@ class Runner:
             elif action is Disposition.TERM:
                 assert isinstance(error, Permanent)
                 log.error("terminating %s: %s", msg.subject, error)
-                await record_deadletter(
-                    self.js, msg, reason=DeadLetterReason(error.reason), detail=error.detail
-                )
+                await record_deadletter(self.js, msg, reason=DeadLetterReason(error.reason), detail=error.detail)
                 await msg.term()
             else:
                 delay = nak_delay(msg.metadata.num_delivered)
                 log.warning("nak %s (retry in %.1fs): %s", msg.subject, delay, error)
                 await msg.nak(delay=delay)
-        except Exception as exc:  # noqa: BLE001 - unacked messages come back after AckWait
+        except Exception as exc:
             log.warning("could not %s %s: %s", action.value, msg.subject, exc)
 
     async def _process(self, msg: Msg) -> None:
@@ -213,9 +211,7 @@ class Runner:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
-            outcome = await self.sandbox.run(
-                Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write
-            )
+            outcome = await self.sandbox.run(Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write)
         except SandboxFailure as exc:
             if attempt < self.max_deliver:
                 raise Transient(str(exc)) from exc

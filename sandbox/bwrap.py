@@ -27,7 +27,7 @@ from pathlib import Path
 from sandbox.base import Execution, Outcome, OutputSink, SandboxFailure, SandboxUnavailable
 from sandbox.output import CappedReader
 from schemas.executions import Verdict
-from schemas.submissions import MiB, Limits
+from schemas.submissions import Limits, MiB
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class BwrapSandbox:
     def __init__(self, *, python: str = "auto", slots: int = 2, host_uid_base: int = 60_000) -> None:
         self.bwrap = find_bwrap()
         self.python = find_python(python)
+        self._python_exists = Path(self.python).exists()
         self._root = _root_binds(self.python)
         self._as_root = os.geteuid() == 0
         self._slots: asyncio.Queue[int] = asyncio.Queue()
@@ -88,7 +89,7 @@ class BwrapSandbox:
             self._slots.put_nowait(host_uid_base + slot)
 
     async def check(self) -> None:
-        if not Path(self.python).exists():
+        if not self._python_exists:
             raise SandboxUnavailable(f"sandbox interpreter {self.python} not found: set SANDBOX_PYTHON")
         chunks: list[str] = []
 
@@ -283,7 +284,10 @@ class BwrapSandbox:
         elif exit_code == 0:
             verdict, message = Verdict.OK, None
         elif _memory_error("".join(stderr_tail)):
-            verdict, message = Verdict.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes // MiB} MiB exceeded"
+            verdict, message = (
+                Verdict.MEMORY_LIMIT,
+                f"memory limit of {limits.memory_bytes // MiB} MiB exceeded",
+            )
         else:
             verdict, message = Verdict.RUNTIME_ERROR, None
         return Outcome(

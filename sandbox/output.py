@@ -32,7 +32,10 @@ class CappedReader:
             room = self.cap - self.bytes_seen
             self.bytes_seen += len(data)
             if room <= 0:
-                continue  # keep draining so the writer is not blocked before it is killed
+                # Past the cap: keep draining so the writer is not blocked before it is killed.
+                self.truncated = True
+                self.exceeded.set()
+                continue
             if len(data) > room:
                 data = data[:room]
                 self.truncated = True

@@ -58,4 +58,4 @@ class ExecutionFinished(_ExecutionBase, frozen=True, tag="execution.finished"):
 ExecutionEvent = ExecutionStarted | OutputChunk | ExecutionFinished
 """The union of everything on the EXECUTIONS stream."""
 
-execution_decoder: msgspec.json.Decoder[ExecutionEvent] = msgspec.json.Decoder(ExecutionEvent)  # type: ignore[arg-type]
+execution_decoder: msgspec.json.Decoder[ExecutionEvent] = msgspec.json.Decoder(ExecutionEvent)

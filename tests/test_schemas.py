@@ -1,0 +1,133 @@
+"""The event contract: round trips, tags, forward compatibility, the result fold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from schemas import subjects
+from schemas.codec import encode
+from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, Verdict, execution_decoder
+from schemas.results import JobResult, apply
+from schemas.submissions import Limits, SubmissionRequested, submission_decoder
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def _finished(**kw) -> ExecutionFinished:  # type: ignore[no-untyped-def]
+    base = dict(job_id="job-00000001", verdict=Verdict.OK, exit_code=0, duration_ms=12, finished_at=NOW)
+    return ExecutionFinished(**{**base, **kw})
+
+
+def test_submission_round_trip_is_camel_case_and_tagged() -> None:
+    event = SubmissionRequested(
+        job_id="job-00000001", mode="run", code="print(1)", user_id="u1", limits=Limits(), submitted_at=NOW
+    )
+    raw = encode(event)
+    doc = msgspec.json.decode(raw)
+    assert doc["type"] == "submission.requested"
+    assert doc["jobId"] == "job-00000001"
+    assert doc["limits"]["wallTimeMs"] == 5000
+    assert doc["limits"]["memoryBytes"] == 128 * 1024 * 1024
+    assert submission_decoder.decode(raw) == event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ExecutionStarted(job_id="job-00000001", runner_id="r1", started_at=NOW),
+        OutputChunk(job_id="job-00000001", stream="stderr", seq=3, text="\x00\x1b[31mred\ufffd"),
+        _finished(verdict=Verdict.TIME_LIMIT, exit_code=None, signal=9, stdout_truncated=True),
+    ],
+)
+def test_execution_union_decodes_each_member(event) -> None:  # type: ignore[no-untyped-def]
+    assert execution_decoder.decode(encode(event)) == event
+
+
+def test_unknown_fields_from_a_newer_minor_version_are_ignored() -> None:
+    doc = msgspec.json.decode(encode(_finished()))
+    doc["v"] = 2
+    doc["memoryPeakBytes"] = 123  # a field a later version adds
+    decoded = execution_decoder.decode(msgspec.json.encode(doc))
+    assert isinstance(decoded, ExecutionFinished) and decoded.v == 2
+
+
+def test_unknown_event_type_and_bad_values_are_rejected() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        execution_decoder.decode(b'{"type": "execution.exploded", "jobId": "x"}')
+    with pytest.raises(msgspec.ValidationError):
+        submission_decoder.decode(
+            encode(
+                {
+                    "type": "submission.requested",
+                    "jobId": "j",
+                    "mode": "run",
+                    "code": "",
+                    "userId": "u",
+                    "limits": {"memoryBytes": 1},
+                    "submittedAt": NOW.isoformat(),
+                }
+            )
+        )
+
+
+def test_subjects_reject_job_ids_that_would_break_tokens() -> None:
+    assert subjects.submission("abcDEF_-1234") == "coderunner.v1.submissions.abcDEF_-1234"
+    for bad in ("a.b.c.d.e.f", "*" * 10, ">" * 10, "short", "x" * 65, "abc def ghi"):
+        with pytest.raises(ValueError, match="invalid job id"):
+            subjects.submission(bad)
+
+
+def test_fold_builds_the_result_and_ignores_events_after_the_end() -> None:
+    r = JobResult(job_id="job-00000001")
+    r = apply(r, ExecutionStarted(job_id="job-00000001", runner_id="r", started_at=NOW), 1)
+    assert r.status == "running"
+    r = apply(r, OutputChunk(job_id="job-00000001", stream="stdout", seq=0, text="a"), 2)
+    r = apply(r, OutputChunk(job_id="job-00000001", stream="stderr", seq=1, text="e"), 3)
+    r = apply(r, OutputChunk(job_id="job-00000001", stream="stdout", seq=2, text="b"), 4)
+    r = apply(r, _finished(verdict=Verdict.RUNTIME_ERROR, exit_code=1), 5)
+    assert (r.status, r.stdout, r.stderr, r.verdict, r.exit_code, r.last_seq) == (
+        "completed",
+        "ab",
+        "e",
+        Verdict.RUNTIME_ERROR,
+        1,
+        5,
+    )
+    assert apply(r, OutputChunk(job_id="job-00000001", stream="stdout", seq=9, text="late"), 6) == r
+
+
+def test_fold_a_newer_attempt_supersedes_the_partial_output_of_an_older_one() -> None:
+    r = JobResult(job_id="job-00000001")
+    r = apply(r, ExecutionStarted(job_id="job-00000001", runner_id="r1", started_at=NOW), 1)
+    r = apply(r, OutputChunk(job_id="job-00000001", stream="stdout", seq=0, text="partial"), 2)
+    r = apply(r, ExecutionStarted(job_id="job-00000001", attempt=2, runner_id="r2", started_at=NOW), 3)
+    assert r.stdout == "" and r.attempt == 2
+    # A straggler from attempt 1 does not leak into attempt 2's output.
+    r = apply(r, OutputChunk(job_id="job-00000001", stream="stdout", seq=1, text="stale"), 4)
+    r = apply(r, OutputChunk(job_id="job-00000001", attempt=2, stream="stdout", seq=0, text="full"), 5)
+    r = apply(r, _finished(attempt=2), 6)
+    assert (r.stdout, r.status, r.attempt) == ("full", "completed", 2)
+
+
+def test_sandbox_error_means_failed_not_completed() -> None:
+    r = apply(JobResult(job_id="job-00000001"), _finished(verdict=Verdict.SANDBOX_ERROR, exit_code=None), 1)
+    assert r.status == "failed"
+
+
+def test_json_schema_is_generated_for_every_event() -> None:
+    from schemas.deadletter import DeadLetter
+    from schemas.executions import ExecutionEvent
+
+    _, defs = msgspec.json.schema_components([SubmissionRequested, ExecutionEvent, DeadLetter, JobResult])
+    assert {
+        "SubmissionRequested",
+        "ExecutionStarted",
+        "OutputChunk",
+        "ExecutionFinished",
+        "DeadLetter",
+        "JobResult",
+    } <= set(defs)
+    assert defs["OutputChunk"]["properties"]["type"] == {"enum": ["execution.output"]}

@@ -1,0 +1,65 @@
+"""Settings: read once from the environment; every bad variable is named; the CLI exits 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from deploy.config import SettingsError, load
+from gateway.settings import GatewaySettings
+from runner.settings import RunnerSettings
+from tests.conftest import ROOT
+
+
+def test_defaults_and_conversion() -> None:
+    s = load(
+        GatewaySettings,
+        {
+            "NATS_URL": "nats://n:4222",
+            "REDIS_URL": "redis://r",
+            "MONGODB_URI": "mongodb://m",
+            "GATEWAY_PORT": "9000",
+            "SSE_HEARTBEAT_SECONDS": "2.5",
+        },
+    )
+    assert s.gateway_port == 9000 and s.sse_heartbeat_seconds == 2.5
+    assert s.app_env == "development" and s.max_code_bytes == 64 * 1024
+    with pytest.raises(AttributeError):
+        s.gateway_port = 1  # type: ignore[misc]
+
+
+def test_every_bad_variable_is_named_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        load(RunnerSettings, {"APP_ENV": "prod", "RUNNER_CONCURRENCY": "0", "RUNNER_ACK_WAIT_SECONDS": "soon"})
+    text = "\n".join(info.value.problems)
+    assert "NATS_URL is required" in text
+    assert "APP_ENV='prod'" in text
+    assert "RUNNER_CONCURRENCY='0'" in text
+    assert "RUNNER_ACK_WAIT_SECONDS='soon'" in text
+    assert len(info.value.problems) == 4
+
+
+@pytest.mark.parametrize("command", [["gateway"], ["runner"], ["consume", "caching"]])
+def test_processes_refuse_to_start_with_bad_settings(command: list[str]) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NATS_URL": "", "GATEWAY_PORT": "http"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "NATS_URL is required" in proc.stderr
+    if command == ["gateway"]:
+        assert "GATEWAY_PORT='http' is invalid" in proc.stderr
+        assert "REDIS_URL is required" in proc.stderr
+
+
+def test_env_example_is_up_to_date() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "env-example"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    assert (ROOT / ".env.example").read_text() == out, "regenerate with `coderunner env-example > .env.example`"
