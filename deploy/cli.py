@@ -3,6 +3,7 @@
 - ``coderunner up``: the whole stack on this machine (embedded servers included).
 - ``coderunner gateway`` / ``runner`` / ``consume NAME``: one process, configured from the
   environment, as production runs them.
+- ``coderunner events JOB_ID``: a job's stored history, for incident analysis.
 - ``coderunner schema``: the JSON Schema of every event (the public contract).
 - ``coderunner env-example``: every setting with its default.
 """
@@ -35,6 +36,33 @@ def _schema() -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc)).decode() + "\n")
 
 
+def _events(job_id: str) -> None:
+    """Print one job's stored history: its submission and every execution event, in order."""
+    import asyncio
+    import os
+
+    import msgspec
+
+    from deploy import bus
+
+    async def dump() -> None:
+        url = os.environ.get("NATS_URL")
+        if not url:
+            raise SystemExit("coderunner events: NATS_URL is required")
+        nc, js = await bus.connect(url, "coderunner-events")
+        try:
+            submission = await bus.submission_of(js, job_id)
+            if submission is None:
+                raise SystemExit(f"coderunner events: no submission for job {job_id!r}")
+            print(msgspec.json.encode(submission).decode())
+            async for seq, event in bus.job_events(js, job_id):
+                print(f"{seq}\t{msgspec.json.encode(event).decode()}")
+        finally:
+            await bus.close(nc)
+
+    asyncio.run(dump())
+
+
 def _env_example() -> None:
     from consumers.settings import ConsumerSettings
     from deploy.config import env_example
@@ -55,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("runner", help="run a runner")
     consume = sub.add_parser("consume", help="run a durable consumer")
     consume.add_argument("name", choices=["caching", "progress", "grading"])
+    events = sub.add_parser("events", help="print a job's stored events (for incident analysis)")
+    events.add_argument("job_id")
     sub.add_parser("schema", help="print the events' JSON Schema")
     sub.add_parser("env-example", help="print every setting with its default")
     args = parser.parse_args(argv)
@@ -76,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             from consumers.main import main as consumer_main
 
             consumer_main(args.name)
+        elif args.command == "events":
+            _events(args.job_id)
         elif args.command == "schema":
             _schema()
         elif args.command == "env-example":

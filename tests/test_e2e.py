@@ -205,3 +205,26 @@ def test_health_ready_and_openapi(stack: Stack) -> None:
         schema = client.get("/schema/openapi.json").json()
         assert "/execution/submit" in schema["paths"]
         assert "/execution/result/{job_id}/events" in schema["paths"]
+
+
+def test_events_cli_prints_a_jobs_history(stack: Stack, runner, nats_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with stack.client() as client:
+        job = submit(client, "print('for the record')")
+        read_events(client, job["eventsUrl"])
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "events", job["jobId"]],
+        env={**stack.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert msgspec.json.decode(out[0])["type"] == "submission.requested"
+    kinds = [msgspec.json.decode(line.split("\t", 1)[1])["type"] for line in out[1:]]
+    assert kinds == ["execution.started", "execution.output", "execution.finished"]

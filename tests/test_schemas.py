@@ -131,3 +131,17 @@ def test_json_schema_is_generated_for_every_event() -> None:
         "JobResult",
     } <= set(defs)
     assert defs["OutputChunk"]["properties"]["type"] == {"enum": ["execution.output"]}
+
+
+def test_published_json_schema_is_up_to_date() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "schema"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert (ROOT / "docs" / "events.schema.json").read_text() == out, (
+        "regenerate with `coderunner schema > docs/events.schema.json`"
+    )
