@@ -1,0 +1,71 @@
+"""`coderunner up`: the whole stack supervised; a crashed process restarts; SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from deploy import embedded
+from tests.conftest import ROOT, wait_for
+from tests.helpers import read_events, submit
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> None:
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "REDIS_URL", "MONGODB_URI")}
+    env["PYTHONPATH"] = str(ROOT)
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    try:
+        wait_for(lambda: f"Code Runner is up: http://127.0.0.1:{port}" in log_path.read_text(), 60, what="up")
+        text = log_path.read_text()
+        pids = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)}
+        assert set(pids) == {
+            "nats",
+            "redis",
+            "mongodb",
+            "gateway",
+            "runner",
+            "consumer-caching",
+            "consumer-progress",
+            "consumer-grading",
+        }
+
+        os.kill(pids["runner"], signal.SIGKILL)
+        wait_for(lambda: len(re.findall(r"started runner \(pid", log_path.read_text())) == 2, 30, what="restart")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            job = submit(client, "print('after restart')")
+            assert read_events(client, job["eventsUrl"])[-1].data["stdout"] == "after restart\n"
+
+        all_pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", log_path.read_text())]
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+        assert not [p for p in all_pids if _alive(p)], "a supervised process outlived `coderunner up`"
+    finally:
+        if up.poll() is None:
+            up.kill()
