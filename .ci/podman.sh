@@ -61,7 +61,8 @@ fi
 
 # --- 2. containers.conf -----------------------------------------------------------
 # crun fails on this machine's cgroup v1 layout; runc works. No systemd as PID 1,
-# so cgroupfs + file events. Ulimits keep runaway fds/processes in check.
+# so cgroupfs + file events. Ulimits keep runaway fds/processes in check
+# (nproc is per UID across ALL containers: uid 1000 is shared, no userns).
 step "containers.conf"
 desired_conf='# Written by .ci/podman.sh (Code Runner). Do not edit by hand.
 [containers]
@@ -71,6 +72,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+# Seconds an exited exec session (and its conmon) is kept for exec-inspect.
+# Default 300 leaves 2 conmon processes per exec_run alive for 5 minutes.
+exit_command_delay = 5
 '
 if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$(printf '%s' "$desired_conf")" ]; then
     mkdir -p "$(dirname "$CONF")"
@@ -91,6 +95,8 @@ if ping_ok && [ "$CONF_CHANGED" = 1 ]; then
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill "$pid"
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    else
+        log "WARNING: service on $SOCK was not started by this script; restart it to apply $CONF"
     fi
 fi
 if ping_ok; then
@@ -153,7 +159,7 @@ else
     log "built $SANDBOX_IMAGE ($sandbox_key)"
 fi
 
-# --- 6. smoke test through the Docker API -------------------------------------
+# --- 6. smoke test through the service (podman remote client) ------------------
 step "smoke test"
 out=$(podman --url "unix://$SOCK" run --rm --network none --read-only --cap-drop ALL \
     --security-opt no-new-privileges "$SANDBOX_IMAGE" python3 -I -S -c 'import os;print(os.getuid())')

@@ -31,16 +31,17 @@ def _last_event_id(raw: str | None) -> int:
 
 
 async def _to_sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[ServerSentEventMessage]:
-    first = True
+    retry: int | None = SSE_RETRY_MS  # sent once, with the first data-carrying event
     async for item in items:
-        retry = SSE_RETRY_MS if first else None
-        first = False
         if item.kind == "heartbeat":
-            yield ServerSentEventMessage(data=None, comment="keep-alive", retry=retry)
-        elif item.kind == "done":
+            # A comment only: never dispatched as an event by clients.
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+            continue
+        if item.kind == "done":
             yield ServerSentEventMessage(event="done", data=item.data.decode(), retry=retry)
         else:
             yield ServerSentEventMessage(id=item.seq, event=item.name, data=item.data.decode(), retry=retry)
+        retry = None
 
 
 class ExecutionController(Controller):

@@ -159,6 +159,7 @@ def stack_env(nats: str, shared: dict[str, str], **extra: str) -> dict[str, str]
         # Short so that a killed runner's job is redelivered quickly; in-progress acks keep
         # longer jobs alive.
         RUNNER_ACK_WAIT_SECONDS="2",
+        SSE_HEARTBEAT_SECONDS="0.5",
     )
     env.update(extra)
     return env

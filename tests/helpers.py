@@ -32,6 +32,10 @@ def read_events(
         assert source.response.status_code == 200, source.response.read()
         assert source.response.headers["content-type"].startswith("text/event-stream")
         for sse in source.iter_sse():
+            if sse.data == "":
+                # httpx-sse dispatches an empty event after each comment heartbeat once an id was
+                # seen; browsers do not (WHATWG: an empty data buffer dispatches nothing).
+                continue
             events.append(Sse(sse.id, sse.event, json.loads(sse.data)))
             if sse.event == "done" or (stop_after is not None and len(events) >= stop_after):
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import msgspec
@@ -81,6 +82,8 @@ def test_output_arrives_while_the_program_runs(stack: Stack, runner) -> None:
         seen: list[tuple[float, str]] = []
         with connect_sse(client, "GET", job["eventsUrl"]) as source:
             for sse in source.iter_sse():
+                if sse.data == "":  # heartbeat artefact of httpx-sse, see helpers.read_events
+                    continue
                 seen.append((time.monotonic(), sse.event))
                 if sse.event == "done":
                     break
@@ -228,3 +231,40 @@ def test_events_cli_prints_a_jobs_history(stack: Stack, runner, nats_url: str) -
     assert msgspec.json.decode(out[0])["type"] == "submission.requested"
     kinds = [msgspec.json.decode(line.split("\t", 1)[1])["type"] for line in out[1:]]
     assert kinds == ["execution.started", "execution.output", "execution.finished"]
+
+
+def test_idle_streams_get_comment_heartbeats(stack: Stack, runner) -> None:
+    with stack.client() as client:
+        job = submit(client, "import time\ntime.sleep(1.6)\nprint('late')")
+        lines: list[str] = []
+        with client.stream("GET", job["eventsUrl"]) as res:
+            for line in res.iter_lines():
+                lines.append(line)
+                if line.startswith("event: done"):
+                    break
+    # SSE_HEARTBEAT_SECONDS is 0.5 in the tests: the silent 1.6 s carry comment lines.
+    assert lines.count(": keep-alive") >= 2
+    assert "data: " not in [line for line in lines if line.startswith(":")]
+
+
+def test_trace_context_crosses_the_bus(stack: Stack, runner, nats_url: str) -> None:
+    with stack.client() as client:
+        job = submit(client, "print('traced')")
+        read_events(client, job["eventsUrl"])
+
+    async def headers() -> dict[str, str]:
+        nc = await nats.connect(nats_url)
+        msg = await nc.jetstream().get_msg(streams.SUBMISSIONS, subject=subjects.submission(job["jobId"]))
+        await nc.close()
+        return dict(msg.headers or {})
+
+    hdrs = asyncio.run(headers())
+    assert hdrs["Nats-Msg-Id"] == job["jobId"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", hdrs["traceparent"])
+
+
+def test_metrics_are_exposed(stack: Stack) -> None:
+    with stack.client() as client:
+        client.get("/health")
+        body = client.get("/metrics").text
+    assert "coderunner_requests_total" in body or "coderunner_request_duration_seconds" in body
