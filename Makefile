@@ -30,6 +30,7 @@ format: install
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
 test: install lint
+	bash .ci/system-deps.sh
 	$(BIN)/python -m pytest
 
 bench: install
