@@ -6,11 +6,13 @@ import asyncio
 import re
 import time
 
+import httpx
 import msgspec
 import nats
 import pytest
 import redis
 
+from deploy import embedded
 from schemas import streams, subjects
 from schemas.results import JobResult, cache_key
 from tests.conftest import Stack, wait_for
@@ -268,3 +270,27 @@ def test_metrics_are_exposed(stack: Stack) -> None:
         client.get("/health")
         body = client.get("/metrics").text
     assert "coderunner_requests_total" in body or "coderunner_request_duration_seconds" in body
+
+
+def test_ready_reports_an_unreachable_dependency(stack: Stack) -> None:
+    port = embedded.free_port()
+    dead = embedded.free_port()  # nothing listens here
+    gateway = stack.spawn("gateway", env={"GATEWAY_PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{dead}/0"})
+    try:
+
+        def ready() -> httpx.Response | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
+            except httpx.HTTPError:
+                return None
+
+        res = wait_for(ready, 30, what="second gateway answering")
+        assert isinstance(res, httpx.Response)
+        assert res.status_code == 503
+        body = res.json()
+        assert body["status"] == "unavailable"
+        assert body["checks"]["nats"] == "ok" and body["checks"]["mongodb"] == "ok"
+        assert body["checks"]["redis"].startswith("unavailable")
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        gateway.stop()
