@@ -42,7 +42,7 @@ async def consume(js: JetStreamContext, name: str, handler: Handler, stop: async
             msgs = await sub.fetch(50, timeout=1.0)
         except (FetchTimeoutError, TimeoutError):
             continue
-        except Exception as exc:
+        except Exception as exc:  # the bus may be briefly away; keep pulling
             log.warning("%s fetch failed: %s", name, exc)
             await asyncio.sleep(0.5)
             continue
@@ -59,7 +59,7 @@ async def _settle(name: str, msg: Msg, handler: Handler) -> None:
             raise Permanent("undecodable", str(exc)) from exc
         meta = msg.metadata
         await handler(Delivery(event, meta.sequence.stream, meta.num_delivered))
-    except Exception as exc:
+    except Exception as exc:  # the disposition rule decides
         error = exc
     action = disposition(error)
     try:
@@ -71,5 +71,5 @@ async def _settle(name: str, msg: Msg, handler: Handler) -> None:
         else:
             log.warning("%s nak %s: %s", name, msg.subject, error)
             await msg.nak(delay=nak_delay(msg.metadata.num_delivered))
-    except Exception as exc:
+    except Exception as exc:  # unsettled messages come back after AckWait
         log.warning("%s could not %s %s: %s", name, action.value, msg.subject, exc)

@@ -13,7 +13,7 @@ CHECK_TIMEOUT = 2.0
 async def _check(name: str, probe: Callable[[], Awaitable[object]]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT)
-    except Exception as exc:
+    except Exception as exc:  # report, don't raise
         return name, f"unavailable: {type(exc).__name__}"
     return name, "ok"
 

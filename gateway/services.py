@@ -161,5 +161,5 @@ class ExecutionService:
         finally:
             try:
                 await sub.unsubscribe()
-            except Exception as exc:
+            except Exception as exc:  # the ephemeral consumer expires on its own
                 log.debug("unsubscribe failed: %s", exc)

@@ -86,7 +86,7 @@ async def _on_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:
     )
     try:
         job = submission_decoder.decode(payload)
-    except Exception:
+    except Exception:  # an undecodable job has nobody waiting on it
         return
     if not await bus.job_finished(js, job.job_id):
         await bus.publish(
@@ -111,7 +111,7 @@ async def listen(nc: NATS, js: JetStreamContext) -> Subscription:
     async def handler(advisory: Msg) -> None:
         try:
             await _on_max_deliveries(js, advisory)
-        except Exception:
+        except Exception:  # one bad advisory must not stop the listener
             log.exception("could not dead-letter from advisory %s", advisory.data[:500])
 
     return await nc.subscribe(MAX_DELIVERIES_ADVISORY, queue="runner-deadletters", cb=handler)

@@ -13,20 +13,55 @@ from deploy.telemetry import setup_logging, setup_tracing
 from runner import deadletters
 from runner.settings import RunnerSettings
 from runner.worker import Runner
-from sandbox.base import Sandbox, SandboxUnavailable
-from sandbox.bwrap import BwrapSandbox
+from sandbox import seccomp
+from sandbox.base import Backend, Sandbox, SandboxUnavailable
+from sandbox.bwrap import BwrapBackend, BwrapConfig
+from sandbox.docker import DockerBackend, DockerConfig
+from sandbox.pool import PooledSandbox, WarmPool
 from schemas import streams
+from schemas.submissions import MiB
 
 log = logging.getLogger(__name__)
 
 
 def build_sandbox(settings: RunnerSettings) -> Sandbox:
-    # One backend so far; the Docker backend plugs in here.
-    return BwrapSandbox(
-        python=settings.sandbox_python,
-        slots=settings.runner_concurrency,
-        host_uid_base=settings.sandbox_host_uid_base,
+    backend: Backend
+    if settings.sandbox_backend == "docker":
+        backend = DockerBackend(
+            DockerConfig(
+                image=settings.sandbox_image,
+                base_url=settings.docker_host,
+                memory_bytes=settings.sandbox_memory_mb * MiB,
+                cpus=settings.sandbox_cpus,
+                pids=settings.sandbox_pids,
+                tmp_bytes=settings.sandbox_tmp_mb * MiB,
+                open_files=settings.sandbox_open_files,
+                file_size_bytes=settings.sandbox_file_size_mb * MiB,
+                runner_id=settings.runner_id,
+            )
+        )
+    else:
+        backend = BwrapBackend(
+            BwrapConfig(
+                python=settings.sandbox_python,
+                memory_bytes=settings.sandbox_memory_mb * MiB,
+                cpus=settings.sandbox_cpus,
+                pids=settings.sandbox_pids,
+                tmp_bytes=settings.sandbox_tmp_mb * MiB,
+                open_files=settings.sandbox_open_files,
+                file_size_bytes=settings.sandbox_file_size_mb * MiB,
+                host_uid_base=settings.sandbox_host_uid_base,
+                cgroups=settings.sandbox_cgroups,
+            ),
+            instance_name=settings.runner_id,
+        )
+    pool = WarmPool(
+        backend,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        max_age=settings.sandbox_pool_max_age_seconds,
     )
+    return PooledSandbox(backend, pool, seccomp=seccomp.program("harness"))
 
 
 async def serve(settings: RunnerSettings) -> None:

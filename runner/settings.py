@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
-from deploy.config import PositiveInt
+from deploy.config import PositiveFloat, PositiveInt
 from deploy.settings import CommonSettings
 
 
@@ -19,9 +20,34 @@ class RunnerSettings(CommonSettings, frozen=True, kw_only=True):
 
     runner_concurrency: PositiveInt = 2
     runner_id: str = msgspec.field(default_factory=_default_runner_id)
-    sandbox_backend: Literal["bwrap"] = "bwrap"
-    # Interpreter inside the sandbox; "auto" picks /usr/bin/python3, else this Python's base.
+    # bwrap: bubblewrap on this host (the embedded default); docker: containers (production).
+    sandbox_backend: Literal["bwrap", "docker"] = "bwrap"
+    # Limits of every sandbox (seed plan defaults). Per-job limits can only be lower.
+    sandbox_memory_mb: Annotated[int, Meta(ge=16, le=65536)] = 128
+    sandbox_cpus: Annotated[float, Meta(gt=0, le=64)] = 0.5
+    sandbox_pids: Annotated[int, Meta(ge=4, le=65536)] = 50
+    sandbox_tmp_mb: Annotated[int, Meta(ge=1, le=65536)] = 50
+    sandbox_open_files: Annotated[int, Meta(ge=16, le=65536)] = 256
+    sandbox_file_size_mb: Annotated[int, Meta(ge=0, le=65536)] = 50
+    # Warm pool: sandboxes kept started and waiting (defaults: concurrency, 2 x concurrency).
+    sandbox_pool_min: Annotated[int, Meta(ge=0)] | None = None
+    sandbox_pool_max: Annotated[int, Meta(ge=1)] | None = None
+    sandbox_pool_max_age_seconds: PositiveFloat = 600.0
+    # bwrap: interpreter inside ("auto": /usr/bin/python3, else this Python's base install).
     sandbox_python: str = "auto"
-    # When the runner is root, each sandbox slot runs as host uid BASE+slot, so rlimits on
-    # processes count per sandbox and never against root (which the kernel exempts).
+    # bwrap: "auto" uses cgroup v1 memory/cpu/pids controllers when writable; "off": rlimits only.
+    sandbox_cgroups: Literal["auto", "off"] = "auto"
+    # bwrap, runner running as root: sandboxes run as host uids BASE..BASE+63 (RLIMIT_NPROC does
+    # not apply to root, and separate uids keep process counts apart).
     sandbox_host_uid_base: PositiveInt = 60_000
+    # docker: the sandbox image (built from sandbox/Dockerfile) and the Engine API address.
+    sandbox_image: str = "coderunner-sandbox:latest"
+    docker_host: str | None = None
+
+    @property
+    def pool_min(self) -> int:
+        return self.runner_concurrency if self.sandbox_pool_min is None else self.sandbox_pool_min
+
+    @property
+    def pool_max(self) -> int:
+        return max(self.pool_min, self.sandbox_pool_max or 2 * self.runner_concurrency, 1)

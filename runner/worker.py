@@ -133,7 +133,7 @@ class Runner:
                 msgs = await sub.fetch(slots, timeout=1.0)
             except (FetchTimeoutError, TimeoutError):
                 msgs = []
-            except Exception as exc:
+            except Exception as exc:  # the bus may be briefly away; keep pulling
                 log.warning("fetch failed: %s", exc)
                 msgs = []
                 await asyncio.sleep(0.5)
@@ -172,7 +172,7 @@ class Runner:
         except asyncio.CancelledError:
             # Shutting down: leave the message unacked so another runner gets it after AckWait.
             raise
-        except Exception as exc:
+        except Exception as exc:  # the disposition rule decides
             error = exc
         action = disposition(error)
         try:
@@ -187,7 +187,7 @@ class Runner:
                 delay = nak_delay(msg.metadata.num_delivered)
                 log.warning("nak %s (retry in %.1fs): %s", msg.subject, delay, error)
                 await msg.nak(delay=delay)
-        except Exception as exc:
+        except Exception as exc:  # unsettled messages come back after AckWait
             log.warning("could not %s %s: %s", action.value, msg.subject, exc)
 
     async def _process(self, msg: Msg) -> None:

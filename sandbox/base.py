@@ -1,15 +1,20 @@
 """The sandbox interface every backend implements.
 
-A backend runs one untrusted program with limits and streams its output back as text. It never
-sees expected results: grading compares outside the sandbox. Whatever comes out is untrusted:
-output is size-capped and decoded leniently (invalid UTF-8 becomes U+FFFD).
+A backend starts sandboxes that already run the in-sandbox harness (``sandbox/harness.py``) and
+wait for one job; :mod:`sandbox.executor` drives a job through one, and :mod:`sandbox.pool` keeps
+some warm. Expected results never enter a sandbox: the harness reports raw observations and
+grading compares outside. Whatever comes out is untrusted: size-capped, decoded leniently
+(invalid UTF-8 becomes U+FFFD), parsed as JSON into typed structs only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
 
 from schemas.executions import StreamName, Verdict
 from schemas.submissions import Limits
@@ -45,19 +50,111 @@ class Outcome:
     message: str | None = None
 
 
+class TestCase(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One test case's input. Never its expected output."""
+
+    id: str
+    stdin: str = ""
+    # Call this function of the program with these JSON arguments (after running the module).
+    function: str | None = None
+    args: list[Any] = msgspec.field(default_factory=list)
+    wall_ms: int = 5_000
+    cpu_seconds: int | None = None
+
+
+class TestObservation(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What the harness saw while one test case ran. Untrusted: decoded from sandbox output."""
+
+    id: str
+    stdout: str = ""
+    stderr: str = ""
+    return_json: str | None = None
+    error: dict[str, str] | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    output_truncated: bool = False
+    time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TestRun:
+    observations: list[TestObservation]
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How a sandbox's harness process ended, as observed by the host."""
+
+    started: bool  # the sandbox came up (False: the sandbox failed, not the program)
+    exit_code: int | None
+    oom_killed: bool = False
+
+
 OutputSink = Callable[[StreamName, str], Awaitable[None]]
+
+
+class Instance(Protocol):
+    """One started sandbox whose harness waits for its job. Serves one job, then is destroyed."""
+
+    created_at: float
+
+    def alive(self) -> bool: ...
+
+    async def send(self, data: bytes) -> None:
+        """Write the job frame and the program's stdin, then close stdin."""
+
+    def output(self) -> AsyncIterator[tuple[StreamName, bytes]]:
+        """Raw output chunks until both streams close."""
+
+    async def wait(self) -> ExitInfo: ...
+
+    async def kill(self) -> None: ...
+
+    async def destroy(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    async def check(self) -> None:
+        """Raise :class:`SandboxUnavailable` (saying what to do) if no sandbox can start here."""
+
+    async def spawn(self) -> Instance:
+        """Start a sandbox running the harness; return once it said it is ready."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class PoolStats:
+    backend: str
+    min_size: int
+    max_size: int
+    idle: int = 0
+    busy: int = 0
+    created: int = 0
+    destroyed: int = 0
+    warm_hits: int = 0
+    cold_starts: int = 0
+    failed_health_checks: int = 0
+    spawn_failures: int = 0
+    expired: int = 0
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class Sandbox(Protocol):
     name: str
 
-    async def check(self) -> None:
-        """Prove a sandbox can start here; raise :class:`SandboxUnavailable` otherwise."""
+    async def check(self) -> None: ...
 
     async def run(self, execution: Execution, sink: OutputSink) -> Outcome:
-        """Run the program, sending output to ``sink`` as it arrives.
+        """Run a program, sending output to ``sink`` as it arrives. Raises :class:`SandboxFailure`."""
 
-        Raises :class:`SandboxFailure` when the sandbox could not run the program at all.
-        """
+    async def run_tests(self, code: str, tests: list[TestCase], limits: Limits) -> TestRun:
+        """Run each test case in a fresh child of one warm interpreter; observations only."""
+
+    def stats(self) -> PoolStats: ...
 
     async def close(self) -> None: ...

@@ -1,12 +1,14 @@
-"""The bubblewrap backend: fresh namespaces, read-only root, rlimits, no network.
+"""The bubblewrap backend: fresh namespaces, read-only root, seccomp, cgroups or rlimits, no network.
 
-Layout inside the sandbox: ``/usr`` (and the ``/lib``, ``/bin`` links) read-only, ``/proc``,
-a minimal ``/dev``, a private ``/tmp`` tmpfs, the program at ``/code/main.py`` (read-only, copied
-in by bwrap from a memfd, so the host never writes a file the sandbox can reach), uid 1000.
+Inside: ``/usr`` (and the ``/lib``, ``/bin`` links) read-only, ``/proc``, a minimal ``/dev``, a
+private size-capped ``/tmp``, the root remounted read-only, an empty environment, uid 1000. The
+harness and the program never touch the host's disk: the harness arrives as an argument and the
+program through its stdin, so the host never writes into (or follows a path inside) a folder the
+sandbox can write.
 
-The host learns how the program ended from bwrap's ``--json-status-fd``: a pipe the program cannot
-reach (bwrap keeps it outside the child), so a program cannot fake its own exit status, and a
-sandbox that failed to set up (no ``child-pid`` line) is told apart from a program that failed.
+How the harness ended comes from bwrap's ``--json-status-fd``: a pipe the sandbox cannot reach, so
+a program cannot fake its exit status, and a sandbox that failed to set up (no ``child-pid``) is told
+apart from a program that failed. Killing bwrap ends the pid namespace: no process survives.
 """
 
 from __future__ import annotations
@@ -15,27 +17,46 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import resource
 import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.base import Execution, Outcome, OutputSink, SandboxFailure, SandboxUnavailable
-from sandbox.output import CappedReader
-from schemas.executions import Verdict
-from schemas.submissions import Limits, MiB
+from sandbox import cgroups
+from sandbox.base import ExitInfo, SandboxFailure, SandboxUnavailable
+from sandbox.executor import READY, harness_argv
+from sandbox.seccomp import program as seccomp_program
+from schemas.executions import StreamName
+from schemas.submissions import MiB
 
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = 1000
-CODE_PATH = "/code/main.py"
-# Time to let pipes drain after the program ended (its children die with the pid namespace).
-DRAIN_SECONDS = 2.0
+SPAWN_TIMEOUT = 10.0
 STATUS_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BwrapConfig:
+    python: str = "auto"
+    memory_bytes: int = 128 * MiB
+    cpus: float = 0.5
+    pids: int = 50
+    tmp_bytes: int = 50 * MiB
+    # Ceilings; each job's own (lower) limits are applied by the harness.
+    cpu_seconds: int = 60
+    open_files: int = 1024
+    file_size_bytes: int = 50 * MiB
+    host_uid_base: int = 60_000
+    host_uids: int = 64
+    # "auto": cgroup v1 when writable, else rlimits only; "off": rlimits only.
+    cgroups: str = "auto"
+    cgroup_name: str = "coderunner"
 
 
 def find_bwrap() -> str:
@@ -75,29 +96,120 @@ def _root_binds(python: str) -> list[str]:
     return args
 
 
-class BwrapSandbox:
+class BwrapInstance:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        status_fd: int,
+        slot: cgroups.CgroupSlot | None,
+        release_uid: Callable[[], None],
+    ) -> None:
+        self.proc = proc
+        self.status_fd = status_fd
+        self.slot = slot
+        self._release_uid = release_uid
+        self.created_at = time.monotonic()
+        self._destroyed = False
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        stdin = self.proc.stdin
+        try:
+            stdin.write(data)
+            await stdin.drain()
+            stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the program exited without reading all of its input
+
+    async def output(self) -> AsyncIterator[tuple[StreamName, bytes]]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        queue: asyncio.Queue[tuple[StreamName, bytes] | None] = asyncio.Queue(maxsize=64)
+
+        async def read(stream: StreamName, reader: asyncio.StreamReader) -> None:
+            try:
+                while data := await reader.read(64 * 1024):
+                    await queue.put((stream, data))
+            finally:
+                await queue.put(None)
+
+        tasks = [
+            asyncio.create_task(read("stdout", self.proc.stdout)),
+            asyncio.create_task(read("stderr", self.proc.stderr)),
+        ]
+        open_streams = 2
+        try:
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def wait(self) -> ExitInfo:
+        returncode = await self.proc.wait()
+        status = _read_status(self.status_fd)
+        exit_code = status.get("exit-code", returncode)
+        return ExitInfo(
+            started="child-pid" in status,
+            exit_code=exit_code if isinstance(exit_code, int) else returncode,
+            oom_killed=self.slot.oom_killed() if self.slot else False,
+        )
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.slot:
+            self.slot.kill_all()
+
+    async def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        await self.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.proc.wait(), timeout=5)
+        with contextlib.suppress(OSError):
+            os.close(self.status_fd)
+        if self.slot:
+            await asyncio.to_thread(self.slot.remove)
+        self._release_uid()
+
+
+class BwrapBackend:
     name = "bwrap"
 
-    def __init__(self, *, python: str = "auto", slots: int = 2, host_uid_base: int = 60_000) -> None:
+    def __init__(self, config: BwrapConfig | None = None, *, instance_name: str = "") -> None:
+        self.config = config or BwrapConfig()
         self.bwrap = find_bwrap()
-        self.python = find_python(python)
+        self.python = find_python(self.config.python)
         self._python_exists = Path(self.python).exists()
         self._root = _root_binds(self.python)
         self._as_root = os.geteuid() == 0
-        self._slots: asyncio.Queue[int] = asyncio.Queue()
-        for slot in range(slots):
-            self._slots.put_nowait(host_uid_base + slot)
+        self._free_uids = list(range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids))
+        self._seccomp = seccomp_program("outer")
+        self._cgroups: cgroups.CgroupV1 | None = None
+        if self.config.cgroups != "off":
+            name = f"{self.config.cgroup_name}/{instance_name or os.getpid()}"
+            self._cgroups = cgroups.detect(
+                name, cgroups.CgroupLimits(self.config.memory_bytes, self.config.cpus, self.config.pids)
+            )
+        self._counter = 0
+
+    @property
+    def uses_cgroups(self) -> bool:
+        return self._cgroups is not None
 
     async def check(self) -> None:
         if not self._python_exists:
             raise SandboxUnavailable(f"sandbox interpreter {self.python} not found: set SANDBOX_PYTHON")
-        chunks: list[str] = []
-
-        async def sink(_stream: str, text: str) -> None:
-            chunks.append(text)
-
         try:
-            outcome = await self.run(Execution(code="print('ok')", limits=Limits()), sink)
+            instance = await self.spawn()
         except SandboxFailure as exc:
             raise SandboxUnavailable(
                 f"bubblewrap cannot start a sandbox here ({exc}). It needs unprivileged user "
@@ -105,13 +217,20 @@ class BwrapSandbox:
                 "`kernel.apparmor_restrict_unprivileged_userns=0`; in a container, allow "
                 "unshare (e.g. --security-opt seccomp=unconfined) or use SANDBOX_BACKEND=docker."
             ) from exc
-        if outcome.verdict is not Verdict.OK or "".join(chunks).strip() != "ok":
-            raise SandboxUnavailable(f"sandbox self-test failed: {outcome} output={''.join(chunks)!r}")
+        await instance.destroy()
+        if self._cgroups is None:
+            log.warning("cgroup v1 controllers not writable: memory, CPU share and pids use rlimits only")
+        if self._seccomp is None:
+            log.warning("no seccomp filter for this architecture")
 
     async def close(self) -> None:
-        return None
+        if self._cgroups is not None:
+            for base in self._cgroups.bases.values():
+                with contextlib.suppress(OSError):
+                    base.rmdir()
 
-    def _argv(self, status_fd: int, code_fd: int) -> list[str]:
+    def _argv(self, status_fd: int, seccomp_fd: int | None) -> list[str]:
+        seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
         return [
             self.bwrap,
             "--unshare-all",  # net, pid, ipc, uts, cgroup, user
@@ -123,16 +242,16 @@ class BwrapSandbox:
             "ALL",
             "--json-status-fd",
             str(status_fd),
+            *seccomp,
             *self._root,
             "--proc",
             "/proc",
             "--dev",
             "/dev",
+            "--size",
+            str(self.config.tmp_bytes),
             "--tmpfs",
             "/tmp",
-            "--ro-bind-data",
-            str(code_fd),
-            CODE_PATH,
             "--remount-ro",
             "/",
             "--uid",
@@ -154,26 +273,25 @@ class BwrapSandbox:
             "LANG",
             "C.UTF-8",
             "--",
-            self.python,
-            "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
-            "-S",  # no site: the standard library only
-            "-B",
-            "-u",  # unbuffered, so output streams live
-            CODE_PATH,
+            *harness_argv(self.python),
         ]
 
-    def _preexec(self, limits: Limits, host_uid: int | None):
-        cpu_seconds = max(1, math.ceil(limits.cpu_time_ms / 1000))
+    def _preexec(self, host_uid: int | None, slot: cgroups.CgroupSlot | None) -> Callable[[], None]:
+        config = self.config
         rlimits = [
-            (resource.RLIMIT_AS, limits.memory_bytes + 64 * MiB),  # + bwrap's and libc's own maps
-            (resource.RLIMIT_CPU, cpu_seconds),
-            (resource.RLIMIT_NPROC, limits.max_processes),
-            (resource.RLIMIT_FSIZE, limits.file_size_bytes),
-            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_CPU, config.cpu_seconds),
+            (resource.RLIMIT_NPROC, config.pids),
+            (resource.RLIMIT_FSIZE, config.file_size_bytes),
+            (resource.RLIMIT_NOFILE, config.open_files),
             (resource.RLIMIT_CORE, 0),
         ]
+        if slot is None:
+            # Without a memory cgroup, cap the address space (+ room for the loader's own maps).
+            rlimits.append((resource.RLIMIT_AS, config.memory_bytes + 64 * MiB))
 
         def preexec() -> None:  # runs in the child between fork and exec
+            if slot is not None:
+                slot.join()
             for which, value in rlimits:
                 resource.setrlimit(which, (value, value))
             if host_uid is not None:
@@ -183,150 +301,69 @@ class BwrapSandbox:
 
         return preexec
 
-    async def run(self, execution: Execution, sink: OutputSink) -> Outcome:
-        host_uid = await self._slots.get()
-        try:
-            return await self._run(execution, sink, host_uid if self._as_root else None)
-        finally:
-            self._slots.put_nowait(host_uid)
+    async def spawn(self) -> BwrapInstance:
+        # When the runner is root each sandbox runs as its own host uid: the kernel does not apply
+        # RLIMIT_NPROC to root, and per-sandbox uids keep the process counts apart.
+        host_uid: int | None = None
+        if self._as_root:
+            if not self._free_uids:
+                raise SandboxFailure("no free sandbox uid (raise host_uids)")
+            host_uid = self._free_uids.pop()
+        self._counter += 1
+        slot = self._cgroups.create(f"s{self._counter}") if self._cgroups else None
 
-    async def _run(self, execution: Execution, sink: OutputSink, host_uid: int | None) -> Outcome:
-        limits = execution.limits
-        code_fd = os.memfd_create("main.py", 0)
+        def release_uid() -> None:
+            if host_uid is not None:
+                self._free_uids.append(host_uid)
+
         status_r, status_w = os.pipe()
+        seccomp_fd = None
+        if self._seccomp is not None:
+            seccomp_fd = os.memfd_create("seccomp", 0)
+            os.write(seccomp_fd, self._seccomp)
+            os.lseek(seccomp_fd, 0, os.SEEK_SET)
         try:
-            os.write(code_fd, execution.code.encode("utf-8", errors="replace"))
-            os.lseek(code_fd, 0, os.SEEK_SET)
-            started = time.monotonic()
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._argv(status_w, code_fd),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(status_w, code_fd),
-                    preexec_fn=self._preexec(limits, host_uid),
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise SandboxFailure(f"cannot start bwrap: {exc}") from exc
-        finally:
-            os.close(code_fd)
-            os.close(status_w)
-        try:
-            return await self._supervise(proc, execution, sink, started, status_r)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(status_w, seccomp_fd),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(status_w,) if seccomp_fd is None else (status_w, seccomp_fd),
+                preexec_fn=self._preexec(host_uid, slot),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
             os.close(status_r)
-
-    async def _supervise(
-        self,
-        proc: asyncio.subprocess.Process,
-        execution: Execution,
-        sink: OutputSink,
-        started: float,
-        status_r: int,
-    ) -> Outcome:
-        limits = execution.limits
-        assert proc.stdout and proc.stderr and proc.stdin
-        out = CappedReader("stdout", proc.stdout, limits.output_bytes, sink)
-        err = CappedReader("stderr", proc.stderr, limits.output_bytes, sink)
-        # stderr is kept aside (bounded) to recognise MemoryError in the traceback's last line.
-        stderr_tail: list[str] = []
-
-        async def err_sink(stream: str, text: str) -> None:
-            stderr_tail.append(text)
-            del stderr_tail[:-4]
-            await sink("stderr", text)
-
-        err.sink = err_sink
-        pumps = [asyncio.create_task(out.pump()), asyncio.create_task(err.pump())]
-        feeder = asyncio.create_task(_feed(proc.stdin, execution.stdin))
-        exceeded = asyncio.create_task(_first(out.exceeded, err.exceeded))
-        waiter = asyncio.create_task(proc.wait())
-        timed_out = output_limited = False
-        try:
-            done, _ = await asyncio.wait(
-                {waiter, exceeded}, timeout=limits.wall_time_ms / 1000, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiter not in done:
-                output_limited = exceeded in done
-                timed_out = not output_limited
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await waiter
-            duration_ms = int((time.monotonic() - started) * 1000)
-            # The pid namespace is gone with its init, so the pipes close; bound the wait anyway.
-            await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
+            if slot:
+                slot.remove()
+            release_uid()
+            raise SandboxFailure(f"cannot start bwrap: {exc}") from exc
         finally:
-            for task in (*pumps, feeder, exceeded, waiter):
-                task.cancel()
-            await asyncio.gather(*pumps, feeder, exceeded, waiter, return_exceptions=True)
-
-        status = _read_status(status_r)
-        if "child-pid" not in status:
-            if timed_out:
-                raise SandboxFailure("sandbox did not start within the time limit")
-            raise SandboxFailure(f"sandbox failed to start (bwrap exit {proc.returncode})")
-        exit_code = status.get("exit-code", proc.returncode)
-        if not isinstance(exit_code, int):
-            exit_code = proc.returncode
-        sig = exit_code - 128 if exit_code is not None and exit_code > 128 else None
-        truncated = {"stdout_truncated": out.truncated, "stderr_truncated": err.truncated}
-        if output_limited or out.truncated or err.truncated:
-            verdict, message = Verdict.OUTPUT_LIMIT, f"output exceeded {limits.output_bytes} bytes"
-        elif timed_out:
-            verdict, message = Verdict.TIME_LIMIT, f"wall-clock limit of {limits.wall_time_ms} ms exceeded"
-        elif sig == signal.SIGXCPU:
-            verdict, message = Verdict.TIME_LIMIT, f"CPU limit of {limits.cpu_time_ms} ms exceeded"
-        elif exit_code == 0:
-            verdict, message = Verdict.OK, None
-        elif _memory_error("".join(stderr_tail)):
-            verdict, message = (
-                Verdict.MEMORY_LIMIT,
-                f"memory limit of {limits.memory_bytes // MiB} MiB exceeded",
-            )
-        else:
-            verdict, message = Verdict.RUNTIME_ERROR, None
-        return Outcome(
-            verdict=verdict,
-            exit_code=None if timed_out or output_limited else exit_code,
-            signal=signal.SIGKILL if timed_out or output_limited else sig,
-            duration_ms=duration_ms,
-            message=message,
-            **truncated,
-        )
-
-
-def _memory_error(stderr_tail: str) -> bool:
-    lines = stderr_tail.rstrip().splitlines()
-    return bool(lines) and lines[-1].startswith("MemoryError")
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-
-
-async def _feed(stdin: asyncio.StreamWriter, text: str) -> None:
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        if text:
-            stdin.write(text.encode("utf-8", errors="replace"))
-            await stdin.drain()
-        stdin.close()
+            os.close(status_w)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        instance = BwrapInstance(proc, status_r, slot, release_uid)
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            marker = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), SPAWN_TIMEOUT)
+            if marker != READY:
+                raise SandboxFailure("the harness did not start")
+        except (TimeoutError, asyncio.IncompleteReadError, SandboxFailure) as exc:
+            err = b""
+            with contextlib.suppress(Exception):
+                assert proc.stderr is not None
+                err = await asyncio.wait_for(proc.stderr.read(2000), 1)
+            await instance.destroy()
+            raise SandboxFailure(f"sandbox did not start: {err.decode(errors='replace').strip()}") from exc
+        return instance
 
 
 def _read_status(fd: int) -> dict[str, object]:
     """Parse bwrap's JSON status lines (host-side pipe, still size-capped)."""
     os.set_blocking(fd, False)
     data = b""
-    with contextlib.suppress(BlockingIOError):
+    with contextlib.suppress(BlockingIOError, OSError):
         while len(data) < STATUS_LIMIT:
             chunk = os.read(fd, 4096)
             if not chunk:

@@ -1,0 +1,231 @@
+"""Drives one job through one warm sandbox instance; the same for every backend.
+
+The wall clock starts when the job is handed over (a warm sandbox's start-up is not the student's
+time). Verdicts come from what the host observed: its own timers and caps, the exit status the
+backend reports, and the memory controller's OOM count where there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sandbox.base import (
+    Execution,
+    ExitInfo,
+    Instance,
+    Outcome,
+    OutputSink,
+    SandboxFailure,
+    TestCase,
+    TestObservation,
+    TestRun,
+)
+from sandbox.output import CappedStream
+from schemas.executions import StreamName, Verdict
+from schemas.submissions import Limits, MiB
+
+# What the harness prints on stdout once it is ready for a job (before any user code exists).
+READY = b"\x00coderunner-harness-ready\n"
+DRAIN_SECONDS = 2.0
+# Extra time for the harness itself around a test run's own per-test limits.
+TESTS_MARGIN_SECONDS = 3.0
+REPORT_LINE_LIMIT = 2 * MiB
+_SIGKILL_EXIT = 128 + signal.SIGKILL
+_SIGXCPU_EXIT = 128 + signal.SIGXCPU
+
+
+@functools.cache
+def harness_source() -> str:
+    return (Path(__file__).parent / "harness.py").read_text()
+
+
+def harness_argv(python: str) -> list[str]:
+    # -I: no PYTHON* variables, no user site, no cwd on sys.path; -S: stdlib only; -u: live output.
+    return [python, "-I", "-S", "-B", "-u", "-c", harness_source()]
+
+
+def _job_limits(limits: Limits) -> dict[str, int]:
+    return {
+        "cpuSeconds": max(1, math.ceil(limits.cpu_time_ms / 1000)),
+        "fileSizeBytes": limits.file_size_bytes,
+        "openFiles": limits.open_files,
+    }
+
+
+def frame(job: dict[str, Any]) -> bytes:
+    data = json.dumps(job).encode()
+    return b"%d\n" % len(data) + data
+
+
+def _memory_error(stderr_tail: str) -> bool:
+    lines = stderr_tail.rstrip().splitlines()
+    return bool(lines) and lines[-1].startswith("MemoryError")
+
+
+def classify(
+    exit: ExitInfo, *, timed_out: bool, output_limited: bool, stderr_tail: str, limits: Limits
+) -> tuple[Verdict, str | None]:
+    if output_limited:
+        return Verdict.OUTPUT_LIMIT, f"output exceeded {limits.output_bytes} bytes"
+    if timed_out:
+        return Verdict.TIME_LIMIT, f"wall-clock limit of {limits.wall_time_ms} ms exceeded"
+    if exit.oom_killed:
+        return Verdict.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes // MiB} MiB exceeded"
+    if exit.exit_code == _SIGXCPU_EXIT:
+        return Verdict.TIME_LIMIT, f"CPU limit of {limits.cpu_time_ms} ms exceeded"
+    if exit.exit_code == 0:
+        return Verdict.OK, None
+    if _memory_error(stderr_tail):
+        return Verdict.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes // MiB} MiB exceeded"
+    return Verdict.RUNTIME_ERROR, None
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def run_program(
+    instance: Instance, execution: Execution, sink: OutputSink, *, seccomp_hex: str | None
+) -> Outcome:
+    limits = execution.limits
+    job = {"mode": "run", "code": execution.code, "limits": _job_limits(limits), "seccomp": seccomp_hex}
+    out = CappedStream("stdout", limits.output_bytes, sink)
+    err = CappedStream("stderr", limits.output_bytes, sink, keep_tail=4096)
+    streams: dict[StreamName, CappedStream] = {"stdout": out, "stderr": err}
+
+    async def pump() -> None:
+        async for stream, data in instance.output():
+            await streams[stream].feed(data)
+        await out.finish()
+        await err.finish()
+
+    started = time.monotonic()
+    await instance.send(frame(job) + execution.stdin.encode("utf-8", errors="replace"))
+    pumping = asyncio.create_task(pump())
+    waiter = asyncio.create_task(instance.wait())
+    limit_hit = asyncio.create_task(_first(out.exceeded, err.exceeded))
+    timed_out = output_limited = False
+    try:
+        done, _ = await asyncio.wait(
+            {waiter, limit_hit}, timeout=limits.wall_time_ms / 1000, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            output_limited = limit_hit in done
+            timed_out = not output_limited
+            await instance.kill()
+        exit = await waiter
+        duration_ms = int((time.monotonic() - started) * 1000)
+        await asyncio.wait({pumping}, timeout=DRAIN_SECONDS)
+    finally:
+        for task in (pumping, waiter, limit_hit):
+            task.cancel()
+        await asyncio.gather(pumping, waiter, limit_hit, return_exceptions=True)
+    if not exit.started:
+        raise SandboxFailure("the sandbox failed before the program started")
+    output_limited = output_limited or out.truncated or err.truncated
+    verdict, message = classify(
+        exit, timed_out=timed_out, output_limited=output_limited, stderr_tail=err.tail, limits=limits
+    )
+    killed = timed_out or output_limited
+    code = None if killed else exit.exit_code
+    return Outcome(
+        verdict=verdict,
+        exit_code=code,
+        signal=signal.SIGKILL if killed else (code - 128 if code is not None and code > 128 else None),
+        duration_ms=duration_ms,
+        message=message,
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+    )
+
+
+_observation_decoder = msgspec.json.Decoder(TestObservation)
+
+
+async def run_tests(
+    instance: Instance, code: str, tests: list[TestCase], limits: Limits, *, seccomp_hex: str | None
+) -> TestRun:
+    job = {
+        "mode": "tests",
+        "code": code,
+        "limits": _job_limits(limits),
+        "seccomp": seccomp_hex,
+        "outputBytes": limits.output_bytes,
+        "tests": [msgspec.to_builtins(t) for t in tests],
+    }
+    wanted = {t.id for t in tests}
+    observations: dict[str, TestObservation] = {}
+    finished = asyncio.Event()
+    report = bytearray()
+    report_cap = REPORT_LINE_LIMIT + len(tests) * 3 * limits.output_bytes
+
+    async def pump() -> None:
+        async for stream, data in instance.output():
+            if stream != "stdout" or len(report) >= report_cap:
+                continue  # the harness's own stderr is not part of the report
+            report.extend(data[: report_cap - len(report)])
+            while (newline := report.find(b"\n")) >= 0:
+                line = bytes(report[:newline])
+                del report[: newline + 1]
+                _accept(line)
+
+    def _accept(line: bytes) -> None:
+        if line == b'{"done": true}':
+            finished.set()
+            return
+        with contextlib.suppress(msgspec.DecodeError):
+            obs = _observation_decoder.decode(line)
+            if obs.id in wanted and obs.id not in observations:
+                observations[obs.id] = obs
+
+    started = time.monotonic()
+    await instance.send(frame(job))
+    pumping = asyncio.create_task(pump())
+    waiter = asyncio.create_task(instance.wait())
+    budget = sum(t.wall_ms for t in tests) / 1000 + TESTS_MARGIN_SECONDS
+    timed_out = False
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=budget)
+        if waiter not in done:
+            timed_out = True
+            await instance.kill()
+        exit = await waiter
+        await asyncio.wait({pumping}, timeout=DRAIN_SECONDS)
+    finally:
+        pumping.cancel()
+        waiter.cancel()
+        await asyncio.gather(pumping, waiter, return_exceptions=True)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if not exit.started:
+        raise SandboxFailure("the sandbox failed before the tests started")
+    complete = finished.is_set()
+    ordered = [
+        observations.get(t.id)
+        or TestObservation(id=t.id, error={"type": "NoObservation", "message": "the test did not report"})
+        for t in tests
+    ]
+    if complete:
+        verdict, message = Verdict.OK, None
+    elif timed_out:
+        verdict, message = Verdict.TIME_LIMIT, "the test run exceeded its total time"
+    else:
+        verdict, message = Verdict.RUNTIME_ERROR, "the test run ended before every test reported"
+    return TestRun(
+        observations=ordered,
+        outcome=Outcome(verdict=verdict, exit_code=exit.exit_code, duration_ms=duration_ms, message=message),
+    )
