@@ -53,6 +53,8 @@ class Outcome:
 class TestCase(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One test case's input. Never its expected output."""
 
+    __test__ = False  # not a pytest class
+
     id: str
     stdin: str = ""
     # Call this function of the program with these JSON arguments (after running the module).
@@ -64,6 +66,8 @@ class TestCase(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class TestObservation(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """What the harness saw while one test case ran. Untrusted: decoded from sandbox output."""
+
+    __test__ = False
 
     id: str
     stdout: str = ""
@@ -79,6 +83,7 @@ class TestObservation(msgspec.Struct, frozen=True, kw_only=True, rename="camel")
 
 @dataclass(frozen=True, slots=True)
 class TestRun:
+    __test__ = False
     observations: list[TestObservation]
     outcome: Outcome
 

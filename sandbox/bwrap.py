@@ -332,6 +332,9 @@ class BwrapBackend:
                 preexec_fn=self._preexec(host_uid, slot),
                 start_new_session=True,
                 close_fds=True,
+                # bwrap's own processes (pid 1 inside is bwrap) must not carry the runner's
+                # environment: /proc/1/environ is readable from inside. --clearenv only covers the child.
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             )
         except OSError as exc:
             os.close(status_r)

@@ -74,6 +74,14 @@ class WarmPool:
                 raise SandboxError(f"pool not warm after {within}s: {self.stats()}")
             await asyncio.sleep(0.01)
 
+    async def settle(self) -> None:
+        """Wait for background destruction to finish (tests and benchmarks)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def idle_instances(self) -> list[Instance]:
+        return list(self._idle)
+
     async def _spawn(self) -> Instance:
         self._spawning += 1
         try:

@@ -1,0 +1,80 @@
+"""Sandbox fixtures shared by the conformance suite and the sandbox tests: one per backend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox import seccomp
+from sandbox.base import Execution, Outcome
+from sandbox.bwrap import BwrapBackend, BwrapConfig
+from sandbox.docker import DockerBackend, DockerConfig
+from sandbox.pool import PooledSandbox, WarmPool
+from schemas.submissions import Limits
+
+BACKENDS = ["bwrap", "docker"]
+# .ci/podman.sh serves the Docker Engine API here and builds this image without a registry.
+DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///run/coderunner-podman.sock")
+DOCKER_IMAGE = os.environ.get("SANDBOX_IMAGE", "coderunner-sandbox:test")
+FAST = Limits(wall_time_ms=2000, cpu_time_ms=2000)
+
+
+@dataclass
+class Run:
+    outcome: Outcome
+    chunks: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(t for s, t in self.chunks if s == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(t for s, t in self.chunks if s == "stderr")
+
+
+def make_backend(name: str, **overrides: object) -> BwrapBackend | DockerBackend:
+    if name == "bwrap":
+        return BwrapBackend(BwrapConfig(**overrides), instance_name=f"test-{os.getpid()}")  # type: ignore[arg-type]
+    return DockerBackend(DockerConfig(image=DOCKER_IMAGE, base_url=DOCKER_HOST, runner_id="tests", **overrides))  # type: ignore[arg-type]
+
+
+async def make_sandbox(name: str, *, min_size: int = 1, max_size: int = 3) -> PooledSandbox:
+    backend = make_backend(name)
+    pool = WarmPool(backend, min_size=min_size, max_size=max_size, max_age=600)
+    sandbox = PooledSandbox(backend, pool, seccomp=seccomp.program("harness"))
+    # No silent skip: a backend that cannot start fails the tests, with the reason.
+    await sandbox.check()
+    return sandbox
+
+
+async def run(sandbox: PooledSandbox, code: str, *, stdin: str = "", limits: Limits = FAST) -> Run:
+    result = Run(outcome=None)  # type: ignore[arg-type]
+
+    async def sink(stream: str, text: str) -> None:
+        result.chunks.append((stream, text))
+
+    result.outcome = await sandbox.run(Execution(code=code, stdin=stdin, limits=limits), sink)
+    return result
+
+
+def processes_of_uids(uids: range) -> dict[int, int]:
+    """pid -> ppid of every live process whose real uid is in ``uids``.
+
+    Zombies are left out: they have exited and hold nothing but a pid until their reaper (here the
+    host's pid 1, which reaps lazily) collects them.
+    """
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        uid = int(fields["Uid"].split()[0])
+        if uid in uids and not fields["State"].strip().startswith(("Z", "X")):
+            found[int(entry.name)] = int(fields["PPid"].strip())
+    return found
