@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# System packages the tests need that PyPI cannot ship: Debian's Chromium for the browser tests.
-# Idempotent and quick when everything is present.
+# What `make test` needs beyond PyPI, installed and started idempotently (quick when present):
+# - Debian's Chromium for the browser tests;
+# - podman serving the Docker Engine API, with the sandbox image built without a registry, so the
+#   Docker sandbox backend is tested for real (.ci/podman.sh).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "make test needs these Debian packages: ${missing[*]} (sudo apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "make test needs these Debian packages: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})" >&2
+
+if [ "$(id -u)" -ne 0 ] && [ -z "${DOCKER_HOST:-}" ]; then
+  echo "make test needs a Docker Engine API: run 'sudo bash .ci/podman.sh' (or set DOCKER_HOST and SANDBOX_IMAGE)" >&2
   exit 1
 fi
-echo "installing ${missing[*]} ..."
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ -z "${DOCKER_HOST:-}" ]; then
+  bash .ci/podman.sh
+fi

@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+from nats.aio.msg import Msg
+
 from deploy import bus
 from deploy.config import load
 from deploy.telemetry import setup_logging, setup_tracing
@@ -18,7 +20,9 @@ from sandbox.base import Backend, Sandbox, SandboxUnavailable
 from sandbox.bwrap import BwrapBackend, BwrapConfig
 from sandbox.docker import DockerBackend, DockerConfig
 from sandbox.pool import PooledSandbox, WarmPool
-from schemas import streams
+from schemas import streams, subjects
+from schemas.codec import encode
+from schemas.ops import RunnerStats
 from schemas.submissions import MiB
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,17 @@ async def serve(settings: RunnerSettings) -> None:
             ack_wait=settings.runner_ack_wait_seconds,
             max_deliver=settings.runner_max_deliver,
         )
+
+        async def answer_stats(msg: Msg) -> None:
+            stats = RunnerStats(
+                runner_id=settings.runner_id,
+                concurrency=settings.runner_concurrency,
+                running=runner.running,
+                pool=sandbox.stats(),
+            )
+            await msg.respond(encode(stats))
+
+        stats_sub = await nc.subscribe(subjects.RUNNER_STATS, cb=answer_stats)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -95,6 +110,7 @@ async def serve(settings: RunnerSettings) -> None:
         await runner.stop()
         pulling.cancel()
         await advisories.unsubscribe()
+        await stats_sub.unsubscribe()
     finally:
         await bus.close(nc)
         await sandbox.close()

@@ -117,6 +117,10 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
     async def run(self) -> None:
         sub = await self.js.pull_subscribe_bind(durable=streams.RUNNER_CONSUMER, stream=streams.SUBMISSIONS)
         free = asyncio.Semaphore(self.concurrency)

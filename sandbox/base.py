@@ -9,14 +9,14 @@ grading compares outside. Whatever comes out is untrusted: size-capped, decoded 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 
 from schemas.executions import StreamName, Verdict
+from schemas.ops import PoolStats
 from schemas.submissions import Limits
 
 
@@ -130,23 +130,6 @@ class Backend(Protocol):
         """Start a sandbox running the harness; return once it said it is ready."""
 
     async def close(self) -> None: ...
-
-
-@dataclass
-class PoolStats:
-    backend: str
-    min_size: int
-    max_size: int
-    idle: int = 0
-    busy: int = 0
-    created: int = 0
-    destroyed: int = 0
-    warm_hits: int = 0
-    cold_starts: int = 0
-    failed_health_checks: int = 0
-    spawn_failures: int = 0
-    expired: int = 0
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class Sandbox(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -21,7 +22,6 @@ from sandbox.base import (
     Instance,
     Outcome,
     OutputSink,
-    PoolStats,
     SandboxError,
     SandboxFailure,
     SandboxUnavailable,
@@ -29,11 +29,23 @@ from sandbox.base import (
     TestRun,
 )
 from sandbox.executor import run_program, run_tests
+from schemas.ops import PoolStats
 from schemas.submissions import Limits
 
 log = logging.getLogger(__name__)
 
 SPAWN_RETRY_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class _Counters:
+    created: int = 0
+    destroyed: int = 0
+    warm_hits: int = 0
+    cold_starts: int = 0
+    failed_health_checks: int = 0
+    spawn_failures: int = 0
+    expired: int = 0
 
 
 class WarmPool:
@@ -51,12 +63,17 @@ class WarmPool:
         self._capacity = asyncio.Condition()
         self._refiller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._stats = PoolStats(backend=backend.name, min_size=min_size, max_size=max_size)
+        self._stats = _Counters()
 
     def stats(self) -> PoolStats:
-        self._stats.idle = len(self._idle)
-        self._stats.busy = self._busy
-        return self._stats
+        return PoolStats(
+            backend=self.backend.name,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            idle=len(self._idle),
+            busy=self._busy,
+            **dataclasses.asdict(self._stats),
+        )
 
     @property
     def _alive(self) -> int:

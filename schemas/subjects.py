@@ -49,3 +49,6 @@ def deadletter(source: str) -> str:
 
 
 EXECUTIONS_FINISHED = f"{PREFIX}.executions.*.finished"
+
+# Core NATS request/reply (not a stream): every runner answers with its RunnerStats.
+RUNNER_STATS = f"{PREFIX}.runners.stats"

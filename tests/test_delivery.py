@@ -135,3 +135,30 @@ def test_runner_refuses_to_start_without_a_sandbox(stack: Stack) -> None:
     assert app.proc.wait(30) == 1
     assert "refusing to start" in app.log()
     assert "SANDBOX_PYTHON" in app.log()
+
+
+def test_runner_refuses_to_start_without_docker(stack: Stack, tmp_path) -> None:
+    app = stack.spawn(
+        "runner",
+        env={"SANDBOX_BACKEND": "docker", "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"},
+        name="nodocker",
+    )
+    assert app.proc is not None
+    assert app.proc.wait(60) == 1
+    assert "refusing to start" in app.log()
+    assert "DOCKER_HOST" in app.log()
+
+
+def test_docker_backed_runner_end_to_end(stack: Stack) -> None:
+    from tests.sandboxes import DOCKER_HOST, DOCKER_IMAGE
+
+    runner = stack.runner(SANDBOX_BACKEND="docker", DOCKER_HOST=DOCKER_HOST, SANDBOX_IMAGE=DOCKER_IMAGE)
+    try:
+        with stack.client() as client:
+            job = submit(client, "import sys\nprint('from a container')\nprint(input(), file=sys.stderr)", stdin="hi\n")
+            done = read_events(client, job["eventsUrl"])[-1].data
+        assert done["verdict"] == "OK"
+        assert done["stdout"] == "from a container\n"
+        assert done["stderr"] == "hi\n"
+    finally:
+        runner.stop()

@@ -294,3 +294,24 @@ def test_ready_reports_an_unreachable_dependency(stack: Stack) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     finally:
         gateway.stop()
+
+
+def test_runner_answers_with_its_pool_stats(stack: Stack, runner, nats_url: str) -> None:
+    from schemas.ops import RunnerStats
+
+    with stack.client() as client:
+        for _ in range(3):
+            read_events(client, submit(client, "print(1)")["eventsUrl"])
+
+    async def ask() -> bytes:
+        nc = await nats.connect(nats_url)
+        try:
+            return (await nc.request(subjects.RUNNER_STATS, b"", timeout=5)).data
+        finally:
+            await nc.close()
+
+    stats = msgspec.json.decode(asyncio.run(ask()), type=RunnerStats)
+    assert stats.pool.backend == "bwrap"
+    assert stats.pool.warm_hits >= 3
+    assert stats.pool.created >= stats.pool.destroyed + stats.pool.idle
+    assert stats.concurrency == 2
