@@ -137,9 +137,10 @@ class WarmPool:
         while self._idle:
             instance = self._idle.popleft()
             if self._healthy(instance):
+                # The refill waits for release: starting a sandbox now would compete for the CPU
+                # with the job that just got this one.
                 self._busy += 1
                 self._stats.warm_hits += 1
-                self._wake.set()
                 return instance
             self._destroy_later(instance)
         async with self._capacity:
