@@ -34,7 +34,9 @@ test: install lint
 	$(BIN)/python -m pytest
 
 bench: install
+	bash .ci/system-deps.sh
 	$(BIN)/python bench/e2e_latency.py
+	$(BIN)/python bench/sandbox_latency.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,9 @@ apart from a program that failed. Killing bwrap ends the pid namespace: no proce
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ from schemas.submissions import MiB
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = 1000
+PR_SET_CHILD_SUBREAPER = 36
 SPAWN_TIMEOUT = 10.0
 STATUS_LIMIT = 64 * 1024
 
@@ -110,6 +113,7 @@ class BwrapInstance:
         self._release_uid = release_uid
         self.created_at = time.monotonic()
         self._destroyed = False
+        self.child_pid: int | None = None
 
     def alive(self) -> bool:
         return self.proc.returncode is None
@@ -154,6 +158,9 @@ class BwrapInstance:
     async def wait(self) -> ExitInfo:
         returncode = await self.proc.wait()
         status = _read_status(self.status_fd)
+        child_pid = status.get("child-pid")
+        if isinstance(child_pid, int):
+            self.child_pid = child_pid
         exit_code = status.get("exit-code", returncode)
         return ExitInfo(
             started="child-pid" in status,
@@ -174,8 +181,14 @@ class BwrapInstance:
         await self.kill()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.proc.wait(), timeout=5)
+        if self.child_pid is None:
+            with contextlib.suppress(Exception):
+                child_pid = _read_status(self.status_fd).get("child-pid")
+                self.child_pid = child_pid if isinstance(child_pid, int) else None
         with contextlib.suppress(OSError):
             os.close(self.status_fd)
+        if self.child_pid is not None:
+            await _reap(self.child_pid)
         if self.slot:
             await asyncio.to_thread(self.slot.remove)
         self._release_uid()
@@ -191,7 +204,11 @@ class BwrapBackend:
         self._python_exists = Path(self.python).exists()
         self._root = _root_binds(self.python)
         self._as_root = os.geteuid() == 0
-        self._free_uids = list(range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids))
+        # FIFO: a uid rests as long as possible before it is reused.
+        self._free_uids = collections.deque(
+            range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids)
+        )
+        _become_subreaper()
         self._seccomp = seccomp_program("outer")
         self._cgroups: cgroups.CgroupV1 | None = None
         if self.config.cgroups != "off":
@@ -308,7 +325,7 @@ class BwrapBackend:
         if self._as_root:
             if not self._free_uids:
                 raise SandboxFailure("no free sandbox uid (raise host_uids)")
-            host_uid = self._free_uids.pop()
+            host_uid = self._free_uids.popleft()
         self._counter += 1
         slot = self._cgroups.create(f"s{self._counter}") if self._cgroups else None
 
@@ -360,6 +377,28 @@ class BwrapBackend:
             await instance.destroy()
             raise SandboxFailure(f"sandbox did not start: {err.decode(errors='replace').strip()}") from exc
         return instance
+
+
+async def _reap(pid: int, within: float = 2.0) -> None:
+    """Collect bwrap's inner process (pid 1 of the sandbox), orphaned when the outer bwrap exits.
+
+    The runner is a child subreaper, so the orphan becomes its child. Left to a lazy init it would
+    stay a zombie, and zombies count against RLIMIT_NPROC of the uid the next sandbox reuses.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not ours (already collected, or no subreaper here)
+        if reaped:
+            return
+        await asyncio.sleep(0.005)
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _read_status(fd: int) -> dict[str, object]:
