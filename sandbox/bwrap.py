@@ -369,6 +369,9 @@ class BwrapBackend:
             marker = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), SPAWN_TIMEOUT)
             if marker != READY:
                 raise SandboxFailure("the harness did not start")
+        except asyncio.CancelledError:
+            await instance.destroy()
+            raise
         except (TimeoutError, asyncio.IncompleteReadError, SandboxFailure) as exc:
             err = b""
             with contextlib.suppress(Exception):
@@ -388,7 +391,7 @@ async def _reap(pid: int, within: float = 2.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)
+            reaped, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
         except ChildProcessError:
             return  # not ours (already collected, or no subreaper here)
         if reaped:

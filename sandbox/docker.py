@@ -57,6 +57,7 @@ class DockerInstance:
         self._exited = False
         self._destroyed = False
         self._pending: list[tuple[StreamName, bytes]] = []
+        self._eof = asyncio.Event()
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(sock=self.raw)
@@ -99,20 +100,31 @@ class DockerInstance:
             pass
 
     async def output(self) -> AsyncIterator[tuple[StreamName, bytes]]:
-        for item in self._pending:
-            yield item
-        self._pending.clear()
-        while (frame := await self._frame()) is not None:
-            yield frame
+        try:
+            for item in self._pending:
+                yield item
+            self._pending.clear()
+            while (frame := await self._frame()) is not None:
+                yield frame
+        finally:
+            self._eof.set()
 
     async def wait(self) -> ExitInfo:
-        result = await asyncio.to_thread(self.backend.api.wait, self.id)
+        # The attach stream ends when the container's pid 1 (the harness) exits, which kills
+        # everything else in it. Then the state is already final: a few inspects instead of
+        # `wait`, which some engines (podman) answer only on their next poll, 250 ms to 1 s later.
+        await self._eof.wait()
+        delay = 0.002
+        while True:
+            state = (await asyncio.to_thread(self.backend.api.inspect_container, self.id))["State"]
+            if state.get("Status") in ("exited", "stopped", "dead"):
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
         self._exited = True
-        code = int(result.get("StatusCode", -1))
-        state = await asyncio.to_thread(self.backend.api.inspect_container, self.id)
-        oom = bool(state.get("State", {}).get("OOMKilled"))
+        code = int(state.get("ExitCode", -1))
         # podman does not always report OOMKilled: a SIGKILL the host did not send is the kernel's.
-        oom = oom or (code == 137 and not self.killed_by_host)
+        oom = bool(state.get("OOMKilled")) or (code == 137 and not self.killed_by_host)
         return ExitInfo(started=True, exit_code=code, oom_killed=oom)
 
     async def kill(self) -> None:
@@ -128,8 +140,17 @@ class DockerInstance:
             self.writer.close()
         else:
             self.raw.close()
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.backend.api.remove_container, self.id, force=True)
+        # A container still shutting down can refuse removal for a moment: retry briefly.
+        for attempt in range(40):
+            try:
+                await asyncio.to_thread(self.backend.api.remove_container, self.id, force=True)
+                return
+            except Exception as exc:  # docker.errors.* and connection errors alike
+                if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                    return
+                if attempt == 39:
+                    raise
+                await asyncio.sleep(0.05)
 
 
 class DockerBackend:
@@ -236,8 +257,16 @@ class DockerBackend:
         return cid, raw
 
     async def spawn(self) -> DockerInstance:
+        creating = asyncio.ensure_future(asyncio.to_thread(self._create_and_attach))
         try:
-            cid, raw = await asyncio.to_thread(self._create_and_attach)
+            cid, raw = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # The thread goes on creating the container: wait for it and remove it, or it is orphaned.
+            with contextlib.suppress(Exception):
+                cid, raw = await creating
+                raw.close()
+                await asyncio.to_thread(self.api.remove_container, cid, force=True)
+            raise
         except Exception as exc:
             raise SandboxFailure(f"cannot start a container: {exc}") from exc
         instance = DockerInstance(self, cid, raw)
@@ -247,6 +276,9 @@ class DockerBackend:
         except (TimeoutError, SandboxFailure, OSError) as exc:
             await instance.destroy()
             raise SandboxFailure(f"sandbox container did not start: {exc}") from exc
+        except asyncio.CancelledError:
+            await instance.destroy()
+            raise
         return instance
 
     async def close(self) -> None:
