@@ -78,6 +78,12 @@ class CgroupSlot:
             return int((self.paths["memory"] / "memory.failcnt").read_text()) > 0
         return False
 
+    def renice(self, value: int) -> None:
+        with contextlib.suppress(OSError):
+            for pid in (self.paths["pids"] / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError, ValueError):
+                    os.setpriority(os.PRIO_PROCESS, int(pid), value)
+
     def kill_all(self) -> None:
         with contextlib.suppress(OSError):
             for pid in (self.paths["pids"] / "cgroup.procs").read_text().split():
