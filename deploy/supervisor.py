@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import embedded
+from deploy.config import secret_env
 
 log = logging.getLogger("coderunner.up")
 
@@ -72,6 +73,7 @@ class Stack:
         env.setdefault("MONGODB_URI", urls.get("mongodb", ""))
         env.setdefault("GATEWAY_HOST", self.host)
         env.setdefault("GATEWAY_PORT", str(self.port))
+        env.update(secret_env(self.data_dir, env.get("APP_ENV", "development")))
         return env
 
     def start(self) -> None:

@@ -11,13 +11,18 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
-def setup_logging(level: str, process: str) -> None:
+def setup_logging(level: str, process: str, *, request_ids: logging.Filter | None = None) -> None:
+    """One log format for every process; the gateway adds each line's request id."""
+    rid = " [%(request_id)s]" if request_ids else ""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {process}{rid} %(name)s: %(message)s",
         force=True,
     )
+    if request_ids:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(request_ids)
 
 
 def setup_tracing(service: str, endpoint: str | None) -> TracerProvider:

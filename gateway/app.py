@@ -9,32 +9,82 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from beanie import init_beanie
 from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import File
+from litestar.static_files import create_static_files_router
 from pymongo import AsyncMongoClient
 
 from deploy import bus
 from deploy.config import load
 from deploy.telemetry import setup_logging, setup_tracing
+from gateway.accounts import DOCUMENTS as ACCOUNT_DOCUMENTS
+from gateway.accounts import AccountService
+from gateway.backlog import Backlog
 from gateway.errors import GatewayError, to_problem
-from gateway.routes import ExecutionController, health, ready
+from gateway.quotas import Quotas
+from gateway.routes import AuthController, ExecutionController, health, moved, ready
+from gateway.security import ApiQuotaMiddleware, RequestIdFilter, RequestIdMiddleware
 from gateway.services import ExecutionService
 from gateway.settings import GatewaySettings
+from gateway.tokens import TokenService
 from schemas import streams
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+DATABASE = "coderunner"
 
 
 @get("/", include_in_schema=False)
 async def index() -> File:
     return File(STATIC / "index.html", content_disposition_type="inline", media_type="text/html")
+
+
+static_files = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
+
+
+PROBLEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    description="RFC 9457 problem details",
+    required=["status", "title"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING),
+        "title": Schema(type=OpenAPIType.STRING),
+        "status": Schema(type=OpenAPIType.INTEGER),
+        "detail": Schema(type=OpenAPIType.STRING),
+        "instance": Schema(type=OpenAPIType.STRING),
+        "extra": Schema(),
+    },
+)
+
+
+def document_problem_responses(app: Litestar) -> None:
+    """Every error is answered as application/problem+json (ProblemDetailsPlugin); say so in OpenAPI.
+
+    Litestar documents its generated error responses as application/json with another shape.
+    """
+    for path_item in (app.openapi_schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch", "options", "head"):
+            operation = getattr(path_item, method, None)
+            if operation is None:
+                continue
+            responses = operation.responses or {}
+            for code in ("400", "401", "404", "409", "410", "413", "429", "503"):
+                existing = responses.get(code)
+                description = existing.description if isinstance(existing, OpenAPIResponse) else "Problem"
+                responses[code] = OpenAPIResponse(
+                    description=description or "Problem",
+                    content={"application/problem+json": OpenAPIMediaType(schema=PROBLEM_SCHEMA)},
+                )
+            operation.responses = responses
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
@@ -44,11 +94,28 @@ def create_app(settings: GatewaySettings) -> Litestar:
         nc, js = await bus.connect(settings.nats_url, "gateway")
         redis = aioredis.from_url(settings.redis_url)
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
+        backlog = Backlog(js, settings.max_queue_depth)
         try:
             await streams.provision(js, settings.bus_limits())
-            app.state.update(nc=nc, js=js, redis=redis, mongo=mongo, service=ExecutionService(js, redis, settings))
+            await init_beanie(database=mongo[DATABASE], document_models=ACCOUNT_DOCUMENTS)
+            tokens = TokenService(settings)
+            quotas = Quotas(redis)
+            backlog.start()
+            app.state.update(
+                settings=settings,
+                nc=nc,
+                js=js,
+                redis=redis,
+                mongo=mongo,
+                tokens=tokens,
+                quotas=quotas,
+                backlog=backlog,
+                accounts=AccountService(settings, tokens, redis),
+                service=ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
+            )
             yield
         finally:
+            await backlog.stop()
             await bus.close(nc)
             await redis.aclose()
             await mongo.close()
@@ -58,8 +125,17 @@ def create_app(settings: GatewaySettings) -> Litestar:
         service: ExecutionService = state.service
         return service
 
+    def provide_accounts(state: State) -> AccountService:
+        accounts: AccountService = state.accounts
+        return accounts
+
+    def provide_tokens(state: State) -> TokenService:
+        tokens: TokenService = state.tokens
+        return tokens
+
     class Metrics(PrometheusController):
         path = "/metrics"
+        include_in_schema = False
 
     prometheus = PrometheusConfig(
         app_name="coderunner_gateway",
@@ -68,9 +144,14 @@ def create_app(settings: GatewaySettings) -> Litestar:
         exclude_opt_key="skip_metrics",  # SSE streams would skew request-duration histograms
     )
     return Litestar(
-        route_handlers=[ExecutionController, health, ready, index, Metrics],
-        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
+        route_handlers=[AuthController, ExecutionController, health, ready, index, static_files, moved, Metrics],
+        dependencies={
+            "service": Provide(provide_service, sync_to_thread=False),
+            "accounts": Provide(provide_accounts, sync_to_thread=False),
+            "tokens": Provide(provide_tokens, sync_to_thread=False),
+        },
         lifespan=[lifespan],
+        on_startup=[document_problem_responses],
         plugins=[
             ProblemDetailsPlugin(
                 ProblemDetailsConfig(
@@ -80,16 +161,20 @@ def create_app(settings: GatewaySettings) -> Litestar:
             ),
             OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"])),
         ],
-        middleware=[prometheus.middleware],
+        middleware=[RequestIdMiddleware(), ApiQuotaMiddleware(settings), prometheus.middleware],
+        cors_config=CORSConfig(allow_origins=[settings.cors_origin], allow_credentials=False)
+        if settings.cors_origin
+        else None,
         openapi_config=OpenAPIConfig(title="Code Runner", version="1.0.0", path="/schema"),
         request_max_body_size=settings.max_code_bytes + settings.max_stdin_bytes + 16 * 1024,
         debug=False,
+        logging_config=None,  # deploy.telemetry.setup_logging configured it (with request ids)
     )
 
 
 def main() -> None:
     settings = load(GatewaySettings)
-    setup_logging(settings.log_level, "gateway")
+    setup_logging(settings.log_level, "gateway", request_ids=RequestIdFilter())
     import uvicorn
 
     config = uvicorn.Config(
@@ -98,6 +183,9 @@ def main() -> None:
         port=settings.gateway_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Forwarded headers are honoured only from TRUSTED_PROXIES, by gateway.security; uvicorn
+        # would otherwise trust them from 127.0.0.1 and let any local client pick its address.
+        proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

@@ -32,6 +32,33 @@ class InvalidRequest(GatewayError):
     status, title, slug = 400, "Invalid request", "invalid-request"
 
 
+class Unauthorized(GatewayError):
+    status, title, slug = 401, "Not authenticated", "unauthorized"
+
+    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class Forbidden(GatewayError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class Conflict(GatewayError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class TooManyRequests(GatewayError):
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+
+class Gone(GatewayError):
+    status, title, slug = 410, "Gone", "gone"
+
+
+class QueueFull(GatewayError):
+    status, title, slug = 503, "Too busy", "queue-full"
+
+
 class BusUnavailable(GatewayError):
     status, title, slug = 503, "Queue unavailable", "queue-unavailable"
 

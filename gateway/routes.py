@@ -1,4 +1,4 @@
-"""Thin route handlers: parse, call the service, shape the response."""
+"""Thin route handlers: parse, call a service, shape the response."""
 
 from __future__ import annotations
 
@@ -7,19 +7,54 @@ from typing import Annotated
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT, HTTP_503_SERVICE_UNAVAILABLE
 
-from gateway.errors import InvalidRequest
+from gateway.accounts import AccountService
+from gateway.errors import Gone, InvalidRequest, Unauthorized
 from gateway.health import check_readiness
-from gateway.models import Health, Readiness, SubmitAccepted, SubmitRequest
+from gateway.models import (
+    Health,
+    LoginRequest,
+    QueueStats,
+    Readiness,
+    RefreshRequest,
+    RegisterRequest,
+    SubmitAccepted,
+    SubmitRequest,
+    TokenPair,
+    UserOut,
+)
+from gateway.security import client_address
 from gateway.services import ExecutionService, StreamItem
+from gateway.tokens import Principal, TokenService
 from schemas.results import JobResult
 
-# Until accounts arrive every request acts for one anonymous user.
-ANONYMOUS = "anonymous"
 SSE_RETRY_MS = 1000
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def provide_principal(request: Request, tokens: TokenService) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise Unauthorized("sign in and send `Authorization: Bearer <accessToken>`")
+    return tokens.principal(token)
+
+
+async def provide_optional_principal(request: Request, tokens: TokenService) -> Principal | None:
+    token = bearer(request)
+    return tokens.principal(token) if token else None
+
+
+AUTHENTICATED = Provide(provide_principal)
+MAYBE_AUTHENTICATED = Provide(provide_optional_principal)
 
 
 def _last_event_id(raw: str | None) -> int:
@@ -44,41 +79,91 @@ async def _to_sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[ServerSentE
         retry = None
 
 
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+
+    @post("/register", status_code=HTTP_201_CREATED, summary="Create an account")
+    async def register(self, data: RegisterRequest, accounts: AccountService) -> UserOut:
+        return await accounts.register(data)
+
+    @post("/login", status_code=200, summary="Sign in: an access token (15 min) and a refresh token")
+    async def login(self, data: LoginRequest, accounts: AccountService, request: Request, state: State) -> TokenPair:
+        return await accounts.login(data, client_address(request.scope, state.settings.trusted_proxy_set))
+
+    @post("/refresh", status_code=200, summary="Rotate a refresh token for a new pair")
+    async def refresh(self, data: RefreshRequest, accounts: AccountService) -> TokenPair:
+        return await accounts.refresh(data.refresh_token)
+
+    @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Revoke this login (its whole token family)")
+    async def logout(self, data: RefreshRequest, accounts: AccountService) -> None:
+        await accounts.logout(data.refresh_token)
+
+    @get("/me", summary="The signed-in user", dependencies={"principal": AUTHENTICATED})
+    async def me(self, principal: Principal, accounts: AccountService) -> UserOut:
+        return await accounts.me(principal.user_id)
+
+
 class ExecutionController(Controller):
     path = "/execution"
     tags = ["execution"]
 
-    @post("/submit", status_code=HTTP_202_ACCEPTED, summary="Queue code for execution")
+    @post(
+        "/submit",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Queue code for execution",
+        dependencies={"principal": AUTHENTICATED},
+    )
     async def submit(
         self,
         data: SubmitRequest,
         service: ExecutionService,
+        principal: Principal,
         idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[SubmitAccepted]:
-        accepted = await service.submit(data, user_id=ANONYMOUS, idempotency_key=idempotency_key)
-        return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": accepted.result_url})
+        accepted, headers = await service.submit(data, user_id=principal.user_id, idempotency_key=idempotency_key)
+        return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": accepted.result_url, **headers})
 
-    @get("/result/{job_id:str}", summary="A job's current state")
-    async def result(self, job_id: str, service: ExecutionService) -> JobResult:
-        return await service.result(job_id)
+    @get(
+        "/result/{job_id:str}",
+        summary="A job's current state",
+        dependencies={"principal": AUTHENTICATED},
+    )
+    async def result(self, job_id: str, service: ExecutionService, principal: Principal) -> JobResult:
+        return await service.result(job_id, principal)
 
     @get(
         "/result/{job_id:str}/events",
         summary="A job's events as server-sent events, ending with `done`",
+        description="Authenticate with a bearer token, or with the `ticket` from `eventsUrl` (EventSource "
+        "cannot send headers); the ticket is valid for this one job for 10 minutes.",
         opt={"skip_metrics": True},
+        dependencies={"principal": MAYBE_AUTHENTICATED},
     )
     async def events(
         self,
         job_id: str,
         service: ExecutionService,
+        principal: Principal | None,
+        ticket: str | None = None,
         last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         after = _last_event_id(last_event_id)
-        await service.ensure_exists(job_id)
+        await service.authorize_stream(job_id, principal, ticket)
         return ServerSentEvent(
             _to_sse(service.events(job_id, after)),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @get("/queue/stats", summary="The runners' backlog: depth, in flight, capacity, estimated wait")
+    async def queue_stats(self, state: State) -> QueueStats:
+        stats: QueueStats = state.backlog.stats()
+        return stats
+
+
+@post(["/api/run", "/api/submit"], include_in_schema=False)
+async def moved() -> None:
+    raise Gone("this endpoint moved: POST /execution/submit (then GET /execution/result/{jobId})")
 
 
 @get("/health", summary="Alive", tags=["ops"])

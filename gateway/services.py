@@ -22,9 +22,12 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import Error as JsError
 
 from deploy import bus
-from gateway.errors import BusUnavailable, CodeTooLarge, InvalidRequest, JobNotFound
+from gateway.backlog import Backlog
+from gateway.errors import BusUnavailable, CodeTooLarge, InvalidRequest, JobNotFound, QueueFull, Unauthorized
 from gateway.models import SubmitAccepted, SubmitRequest
+from gateway.quotas import Policy, Quotas
 from gateway.settings import GatewaySettings
+from gateway.tokens import Principal, TokenService
 from schemas import streams, subjects
 from schemas.executions import ExecutionEvent, ExecutionFinished, ExecutionStarted, execution_decoder
 from schemas.results import JobResult, apply, cache_key
@@ -59,10 +62,26 @@ class StreamItem:
 
 
 class ExecutionService:
-    def __init__(self, js: JetStreamContext, redis: aioredis.Redis, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        redis: aioredis.Redis,
+        settings: GatewaySettings,
+        *,
+        tokens: TokenService,
+        quotas: Quotas,
+        backlog: Backlog,
+    ) -> None:
         self.js = js
         self.redis = redis
         self.settings = settings
+        self.tokens = tokens
+        self.quotas = quotas
+        self.backlog = backlog
+        self.exec_policies = [
+            Policy("exec-minute", settings.exec_limit_per_minute, 60),
+            Policy("exec-day", settings.exec_limit_per_day, 86_400),
+        ]
         self.run_limits = Limits(
             wall_time_ms=settings.run_wall_time_ms,
             cpu_time_ms=settings.run_wall_time_ms,
@@ -70,7 +89,10 @@ class ExecutionService:
             output_bytes=settings.run_output_bytes,
         )
 
-    async def submit(self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None) -> SubmitAccepted:
+    async def submit(
+        self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None
+    ) -> tuple[SubmitAccepted, dict[str, str]]:
+        """Queue a submission; returns the answer and the quota headers that go with it."""
         if len(request.code.encode()) > self.settings.max_code_bytes:
             raise CodeTooLarge(f"code is larger than {self.settings.max_code_bytes} bytes")
         if len(request.stdin.encode()) > self.settings.max_stdin_bytes:
@@ -81,11 +103,18 @@ class ExecutionService:
             0 < len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX and idempotency_key.isprintable()
         ):
             raise InvalidRequest(f"Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable characters")
+        if self.backlog.full:
+            wait = self.backlog.estimated_wait()
+            raise QueueFull(
+                f"the runners are busy ({self.backlog.depth} jobs waiting); estimated wait {wait:.0f} s",
+                headers={"Retry-After": str(max(1, min(300, round(wait))))},
+            )
         job_id = job_id_for(user_id, idempotency_key)
+        ticket = self.tokens.sse_ticket(user_id, job_id)
         accepted = SubmitAccepted(
             job_id=job_id,
             status="queued",
-            events_url=f"/execution/result/{job_id}/events",
+            events_url=f"/execution/result/{job_id}/events?ticket={ticket}",
             result_url=f"/execution/result/{job_id}",
         )
         event = SubmissionRequested(
@@ -99,9 +128,14 @@ class ExecutionService:
             submitted_at=datetime.now(UTC),
         )
         try:
-            # Past JetStream's duplicate window a retried key must still not run twice.
+            # Past JetStream's duplicate window a retried key must still not run twice (and a
+            # retry does not count against the quota).
             if idempotency_key is not None and await bus.submission_exists(self.js, job_id):
-                return accepted
+                return accepted, {}
+        except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
+            raise BusUnavailable("the submission queue is unavailable", headers={"Retry-After": "2"}) from exc
+        decision = await self.quotas.take(f"user:{user_id}", self.exec_policies)
+        try:
             # Nats-Msg-Id makes concurrent retries inside the window collapse into one message.
             ack = await bus.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
         except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
@@ -110,22 +144,29 @@ class ExecutionService:
                 "the submission queue is unavailable; try again shortly", headers={"Retry-After": "2"}
             ) from exc
         log.info("job %s queued (seq %s%s)", job_id, ack.seq, ", duplicate" if ack.duplicate else "")
-        return accepted
+        return accepted, decision.headers
 
-    async def result(self, job_id: str) -> JobResult:
+    async def _authorize(self, job_id: str, principal: Principal) -> None:
+        """A job is visible to its owner and to staff; anyone else gets the same 404 as for no job."""
         if not subjects.JOB_ID_RE.fullmatch(job_id):
             raise JobNotFound(f"no job {job_id!r}")
+        submission = await bus.submission_of(self.js, job_id)
+        if submission is None or (submission.user_id != principal.user_id and not principal.is_staff):
+            raise JobNotFound(f"no job {job_id!r}")
+
+    async def result(self, job_id: str, principal: Principal) -> JobResult:
+        await self._authorize(job_id, principal)
         cached = await self.redis.get(cache_key(job_id))
         if cached is not None:
             return msgspec.json.decode(cached, type=JobResult)
-        result = await bus.fold_job(self.js, job_id)
-        if result.last_seq == 0 and not await bus.submission_exists(self.js, job_id):
-            raise JobNotFound(f"no job {job_id!r}")
-        return result
+        return await bus.fold_job(self.js, job_id)
 
-    async def ensure_exists(self, job_id: str) -> None:
-        if not subjects.JOB_ID_RE.fullmatch(job_id) or not await bus.submission_exists(self.js, job_id):
-            raise JobNotFound(f"no job {job_id!r}")
+    async def authorize_stream(self, job_id: str, principal: Principal | None, ticket: str | None) -> None:
+        if principal is None:
+            if not ticket:
+                raise Unauthorized("send a bearer token, or the ticket from eventsUrl")
+            principal = Principal(user_id=self.tokens.ticket_job(ticket, job_id), role="student")
+        await self._authorize(job_id, principal)
 
     async def events(self, job_id: str, after_seq: int) -> AsyncIterator[StreamItem]:
         """The job's events after ``after_seq``, live, then its final result.

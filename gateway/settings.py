@@ -7,14 +7,48 @@ from msgspec import Meta
 from deploy.config import PositiveFloat, PositiveInt, Url
 from deploy.settings import CommonSettings
 
+# A secret containing one of these is a default or a placeholder, never a real secret.
+WEAK_SECRET_WORDS = (
+    "secret", "default", "password", "passwd", "jwt_secret", "changeme", "change_me", "change-me",
+    "example", "test", "dummy", "placeholder", "your", "xxxx", "1234", "admin", "qwerty",
+)  # fmt: skip
+MIN_SECRET_LENGTH = 32
+
+
+def check_secret(name: str, value: str) -> None:
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{name} must be at least {MIN_SECRET_LENGTH} characters (got {len(value)})")
+    lowered = value.lower()
+    weak = [w for w in WEAK_SECRET_WORDS if w in lowered]
+    if weak:
+        raise ValueError(f"{name} looks like a placeholder (contains {weak[0]!r}): use a random value")
+    if len(set(value)) < 10:
+        raise ValueError(f"{name} has too few distinct characters to be random")
+
 
 class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     """Gateway (HTTP API and SSE)"""
 
     redis_url: Url
     mongodb_uri: Url
+    # Signs access tokens (HS256). Required; `coderunner up` generates one in development.
+    jwt_secret: str
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    # The one browser origin allowed to call the API cross-origin (unset: same origin only).
+    cors_origin: str | None = None
+    # Comma-separated addresses of reverse proxies whose X-Forwarded-For is trusted.
+    trusted_proxies: str = ""
+    jwt_issuer: str = "coderunner"
+    jwt_audience: str = "coderunner-api"
+    access_token_seconds: Annotated[int, Meta(ge=60, le=3600)] = 15 * 60
+    refresh_token_days: Annotated[int, Meta(ge=1, le=90)] = 30
+    # Quotas, shared by all gateway replicas through Redis.
+    exec_limit_per_minute: PositiveInt = 10
+    exec_limit_per_day: PositiveInt = 500
+    api_limit_per_minute: PositiveInt = 100
+    # Submissions get 503 once the runners' backlog (pending + in flight) reaches this.
+    max_queue_depth: PositiveInt = 200
     max_code_bytes: PositiveInt = 64 * 1024
     max_stdin_bytes: PositiveInt = 64 * 1024
     sse_heartbeat_seconds: PositiveFloat = 15.0
@@ -22,3 +56,10 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     run_wall_time_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5_000
     run_memory_mb: Annotated[int, Meta(ge=16, le=16384)] = 128
     run_output_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+
+    def __post_init__(self) -> None:
+        check_secret("JWT_SECRET", self.jwt_secret)
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())

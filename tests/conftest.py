@@ -7,6 +7,7 @@ processes (gateway, runner, consumers) run as real subprocesses via ``coderunner
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -144,8 +145,31 @@ class Stack:
         app.wait_log("pulling with concurrency")
         return app
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30)
+    _token: str | None = None
+
+    def new_user(self, role_email: str | None = None) -> str:
+        """Register and sign in a fresh user; returns an access token."""
+        email = role_email or f"user-{secrets.token_hex(6)}@example.org"
+        with httpx.Client(base_url=self.base_url, timeout=30) as c:
+            res = c.post(
+                "/auth/register",
+                json={"email": email, "password": "correct horse battery", "displayName": "T", "level": "adults"},
+            )
+            assert res.status_code == 201, res.text
+            res = c.post("/auth/login", json={"email": email, "password": "correct horse battery"})
+            assert res.status_code == 200, res.text
+            return str(res.json()["accessToken"])
+
+    def client(self, token: str | None = None, *, anonymous: bool = False) -> httpx.Client:
+        """A client signed in as this stack's default user (or as ``token``'s user)."""
+        headers = {}
+        if not anonymous:
+            if token is None:
+                if self._token is None:
+                    self._token = self.new_user()
+                token = self._token
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
 
 def stack_env(nats: str, shared: dict[str, str], **extra: str) -> dict[str, str]:
@@ -160,6 +184,11 @@ def stack_env(nats: str, shared: dict[str, str], **extra: str) -> dict[str, str]
         # longer jobs alive.
         RUNNER_ACK_WAIT_SECONDS="2",
         SSE_HEARTBEAT_SECONDS="0.5",
+        JWT_SECRET=secrets.token_urlsafe(48),
+        # Generous quotas: the quota tests start their own gateway with the real ones.
+        EXEC_LIMIT_PER_MINUTE="100000",
+        EXEC_LIMIT_PER_DAY="1000000",
+        API_LIMIT_PER_MINUTE="100000",
     )
     env.update(extra)
     return env

@@ -36,7 +36,9 @@ class Run:
 
 def make_backend(name: str, **overrides: object) -> BwrapBackend | DockerBackend:
     if name == "bwrap":
-        return BwrapBackend(BwrapConfig(**overrides), instance_name=f"test-{os.getpid()}")  # type: ignore[arg-type]
+        # Host uids apart from the runners' (60000+), so leftover checks see only these sandboxes.
+        config = BwrapConfig(**{"host_uid_base": 61_000, **overrides})  # type: ignore[arg-type]
+        return BwrapBackend(config, instance_name=f"test-{os.getpid()}")
     return DockerBackend(DockerConfig(image=DOCKER_IMAGE, base_url=DOCKER_HOST, runner_id="tests", **overrides))  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ def test_defaults_and_conversion() -> None:
             "NATS_URL": "nats://n:4222",
             "REDIS_URL": "redis://r",
             "MONGODB_URI": "mongodb://m",
+            "JWT_SECRET": "k3Xq9vLm2PzR7tYw4NbC8sHd6FgJ1aQe5UoI0",
             "GATEWAY_PORT": "9000",
             "SSE_HEARTBEAT_SECONDS": "2.5",
         },
@@ -63,3 +64,37 @@ def test_env_example_is_up_to_date() -> None:
         check=True,
     ).stdout
     assert (ROOT / ".env.example").read_text() == out, "regenerate with `coderunner env-example > .env.example`"
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (None, "JWT_SECRET is required"),
+        ("tooShort-9f8e7d6c5b4a", "JWT_SECRET must be at least 32 characters"),
+        ("my-jwt_secret-for-the-platform-2026-x9", "JWT_SECRET looks like a placeholder"),
+        ("ChangeMe-ChangeMe-ChangeMe-ChangeMe-01", "JWT_SECRET looks like a placeholder"),
+        ("a" * 40, "JWT_SECRET has too few distinct characters"),
+    ],
+)
+def test_gateway_refuses_weak_or_missing_jwt_secret(secret: str | None, message: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NATS_URL": "nats://127.0.0.1:1",
+           "REDIS_URL": "redis://127.0.0.1:1", "MONGODB_URI": "mongodb://127.0.0.1:1"}  # fmt: skip
+    if secret is not None:
+        env["JWT_SECRET"] = secret
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    if secret:
+        assert secret not in proc.stderr  # never echo a secret
+
+
+def test_up_generates_secrets_only_in_development(tmp_path) -> None:
+    from deploy.config import secret_env
+
+    assert secret_env(tmp_path / "staging", "staging") == {}
+    assert not (tmp_path / "staging").exists()
+    first = secret_env(tmp_path / "dev", "development")
+    assert len(first["JWT_SECRET"]) >= 60
+    assert secret_env(tmp_path / "dev", "development") == first  # kept, not regenerated

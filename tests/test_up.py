@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from deploy import embedded
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, Stack, wait_for
 from tests.helpers import read_events, submit
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +29,7 @@ def _alive(pid: int) -> bool:
 
 def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> None:
     port = embedded.free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "REDIS_URL", "MONGODB_URI")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "REDIS_URL", "MONGODB_URI", "JWT_SECRET")}
     env["PYTHONPATH"] = str(ROOT)
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
@@ -58,7 +57,11 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
 
         os.kill(pids["runner"], signal.SIGKILL)
         wait_for(lambda: len(re.findall(r"started runner \(pid", log_path.read_text())) == 2, 30, what="restart")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        # Development secrets were generated on first start and kept in the data folder.
+        secrets_file = tmp_path / "data" / "secrets.env"
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+        assert "JWT_SECRET=" in secrets_file.read_text()
+        with Stack(env={}, base_url=f"http://127.0.0.1:{port}", tmp=tmp_path).client() as client:
             job = submit(client, "print('after restart')")
             assert read_events(client, job["eventsUrl"])[-1].data["stdout"] == "after restart\n"
 

@@ -1,0 +1,134 @@
+"""Request-level protections: request ids, security headers, the client's address, the API quota."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import PROBLEM_BASE, TooManyRequests
+from gateway.quotas import Policy, Quotas
+from gateway.settings import GatewaySettings
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+SECURITY_HEADERS = {
+    # The page's script and styles are served from this origin; nothing else may load or frame it.
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request id to every log record (``%(request_id)s``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def client_address(scope: Scope, trusted_proxies: Iterable[str]) -> str:
+    """The client's address; X-Forwarded-For only counts when the peer is a trusted proxy."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    trusted = set(trusted_proxies)
+    if peer not in trusted:
+        return peer
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":
+            # Walk from the right: the first hop that is not one of our proxies is the client.
+            for hop in reversed([h.strip() for h in value.decode("latin-1").split(",")]):
+                if hop and hop not in trusted:
+                    return hop
+    return peer
+
+
+class RequestIdMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        incoming = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else secrets.token_hex(8)
+        token = request_id.set(rid)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                headers["x-request-id"] = rid
+                for key, value in SECURITY_HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_with_headers)
+        finally:
+            request_id.reset(token)
+
+
+# Routes outside the per-client API quota: probes, metrics, docs and the page itself.
+QUOTA_EXEMPT = ("/health", "/ready", "/metrics", "/schema", "/static", "/favicon.ico")
+
+
+class ApiQuotaMiddleware(ASGIMiddleware):
+    """``API_LIMIT_PER_MINUTE`` requests per client address on the rest of the API."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.policy = Policy("api", settings.api_limit_per_minute, 60)
+        self.trusted = settings.trusted_proxy_set
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        path = scope.get("path", "")
+        if path == "/" or path.startswith(QUOTA_EXEMPT):
+            await next_app(scope, receive, send)
+            return
+        quotas: Quotas = scope["litestar_app"].state.quotas
+        try:
+            decision = await quotas.take(f"client:{client_address(scope, self.trusted)}", [self.policy])
+        except TooManyRequests as exc:
+            await _problem(send, exc)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                for key, value in decision.headers.items():
+                    if key.lower() not in headers:
+                        headers[key] = value
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)
+
+
+async def _problem(send: Send, exc: TooManyRequests) -> None:
+    body = json.dumps(
+        {"type": PROBLEM_BASE + exc.slug, "title": exc.title, "status": exc.status, "detail": exc.detail}
+    ).encode()
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
