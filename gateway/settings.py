@@ -36,7 +36,7 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Meta(ge=1, le=65535)] = 8000
     # The one browser origin allowed to call the API cross-origin (unset: same origin only).
-    cors_origin: str | None = None
+    cors_origin: Annotated[str, Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] | None = None
     # Comma-separated addresses of reverse proxies whose X-Forwarded-For is trusted.
     trusted_proxies: str = ""
     jwt_issuer: str = "coderunner"

@@ -98,3 +98,12 @@ def test_up_generates_secrets_only_in_development(tmp_path) -> None:
     first = secret_env(tmp_path / "dev", "development")
     assert len(first["JWT_SECRET"]) >= 60
     assert secret_env(tmp_path / "dev", "development") == first  # kept, not regenerated
+
+
+def test_cors_origin_must_be_one_origin() -> None:
+    base = {"NATS_URL": "nats://n", "REDIS_URL": "redis://r", "MONGODB_URI": "mongodb://m",
+            "JWT_SECRET": "k3Xq9vLm2PzR7tYw4NbC8sHd6FgJ1aQe5UoI0"}  # fmt: skip
+    assert load(GatewaySettings, {**base, "CORS_ORIGIN": "https://app.example.org"}).cors_origin
+    for bad in ("*", "https://a.org/path", "app.example.org", "https://a.org, https://b.org"):
+        with pytest.raises(SettingsError, match="CORS_ORIGIN"):
+            load(GatewaySettings, {**base, "CORS_ORIGIN": bad})
