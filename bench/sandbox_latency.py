@@ -17,13 +17,11 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
-import subprocess
 import time
 
+from bench.common import bare_python, summary
 from sandbox import seccomp
 from sandbox.base import Execution, TestCase
-from sandbox.bwrap import find_python
 from sandbox.pool import PooledSandbox, WarmPool
 from schemas.executions import Verdict
 from schemas.submissions import Limits
@@ -35,17 +33,8 @@ TESTS = [TestCase(id=f"t{i}", function="add", args=[i, i]) for i in range(10)]
 LIMITS = Limits()
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
-
-
 def line(name: str, seconds: list[float]) -> str:
-    ms = [s * 1000 for s in seconds]
-    return (
-        f"  {name:<38} n={len(ms):<4} p50={pct(ms, 50):8.1f} ms  p95={pct(ms, 95):8.1f} ms  "
-        f"mean={statistics.fmean(ms):8.1f} ms"
-    )
+    return "  " + summary(name, seconds, width=38)
 
 
 async def job(sandbox: PooledSandbox, kind: str) -> None:
@@ -109,16 +98,6 @@ async def throughput(backend_name: str, kind: str, *, jobs: int, concurrency: in
         await sandbox.close()
 
 
-def bare(runs: int) -> list[float]:
-    python = find_python("auto")
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([python, "-I", "-S", "-c", "pass"], check=True)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100)
@@ -128,7 +107,7 @@ async def main() -> None:
     args = parser.parse_args()
     jobs = args.throughput_jobs or 3 * args.runs
     print(f"machine: {platform.machine()} cpus={os.cpu_count()} python={platform.python_version()} runs={args.runs}")
-    print(line("bare `python3 -I -S -c pass`", bare(args.runs)))
+    print(line("bare `python3 -I -S -c pass`", bare_python(args.runs)))
     for name in args.backends.split(","):
         for kind in ("print(1)", "10-test graded job"):
             print(f"{name} / {kind}")

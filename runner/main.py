@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -29,33 +30,28 @@ log = logging.getLogger(__name__)
 
 
 def build_sandbox(settings: RunnerSettings) -> Sandbox:
+    limits: dict[str, Any] = dict(
+        memory_bytes=settings.sandbox_memory_mb * MiB,
+        cpus=settings.sandbox_cpus,
+        pids=settings.sandbox_pids,
+        tmp_bytes=settings.sandbox_tmp_mb * MiB,
+        open_files=settings.sandbox_open_files,
+        file_size_bytes=settings.sandbox_file_size_mb * MiB,
+    )
     backend: Backend
     if settings.sandbox_backend == "docker":
         backend = DockerBackend(
             DockerConfig(
-                image=settings.sandbox_image,
-                base_url=settings.docker_host,
-                memory_bytes=settings.sandbox_memory_mb * MiB,
-                cpus=settings.sandbox_cpus,
-                pids=settings.sandbox_pids,
-                tmp_bytes=settings.sandbox_tmp_mb * MiB,
-                open_files=settings.sandbox_open_files,
-                file_size_bytes=settings.sandbox_file_size_mb * MiB,
-                runner_id=settings.runner_id,
+                image=settings.sandbox_image, base_url=settings.docker_host, runner_id=settings.runner_id, **limits
             )
         )
     else:
         backend = BwrapBackend(
             BwrapConfig(
                 python=settings.sandbox_python,
-                memory_bytes=settings.sandbox_memory_mb * MiB,
-                cpus=settings.sandbox_cpus,
-                pids=settings.sandbox_pids,
-                tmp_bytes=settings.sandbox_tmp_mb * MiB,
-                open_files=settings.sandbox_open_files,
-                file_size_bytes=settings.sandbox_file_size_mb * MiB,
                 host_uid_base=settings.sandbox_host_uid_base,
                 cgroups=settings.sandbox_cgroups,
+                **limits,
             ),
             instance_name=settings.runner_id,
         )

@@ -127,6 +127,19 @@ class App:
                 self.proc.wait()
 
 
+def wait_ready(gateway: App, base_url: str) -> None:
+    def ready() -> bool:
+        assert gateway.proc is not None
+        if gateway.proc.poll() is not None:
+            raise AssertionError(gateway.log())
+        try:
+            return httpx.get(f"{base_url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 30, what="gateway ready")
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -205,16 +218,7 @@ def stack(nats_url: str, shared_servers: dict[str, str], tmp_path_factory: pytes
     for name in ("caching", "progress", "grading"):
         s.spawn("consume", name).wait_log(f"consumer {name} started")
 
-    def ready() -> bool:
-        assert gateway.proc is not None
-        if gateway.proc.poll() is not None:
-            raise AssertionError(gateway.log())
-        try:
-            return httpx.get(f"{s.base_url}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, 30, what="gateway ready")
+    wait_ready(gateway, s.base_url)
     yield s
     for app in reversed(s.apps):
         app.stop()

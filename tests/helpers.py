@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats
 from httpx_sse import connect_sse
 
 
@@ -44,3 +46,24 @@ def read_events(
 
 def output_of(events: list[Sse], stream: str = "stdout") -> str:
     return "".join(e.data["text"] for e in events if e.event == "output" and e.data["stream"] == stream)
+
+
+def stored_messages(nats_url: str, stream: str, subject: str) -> list[bytes]:
+    """Every message stored on a subject, read straight from JetStream with direct gets."""
+
+    async def read() -> list[bytes]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        out: list[bytes] = []
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+            except nats.js.errors.NotFoundError:
+                break
+            out.append(msg.data or b"")
+            seq = (msg.seq or seq) + 1
+        await nc.close()
+        return out
+
+    return asyncio.run(read())

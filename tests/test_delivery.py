@@ -13,30 +13,11 @@ from schemas import streams, subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, execution_decoder
 from tests.conftest import Stack, wait_for
-from tests.helpers import read_events, submit
+from tests.helpers import read_events, stored_messages, submit
 
 pytestmark = pytest.mark.e2e
 
 SLOW = "import time\nprint('start', flush=True)\ntime.sleep(2.5)\nprint('end')"
-
-
-def _all(nats_url: str, stream: str, subject: str) -> list[bytes]:
-    async def read() -> list[bytes]:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        out: list[bytes] = []
-        seq = 1
-        while True:
-            try:
-                msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
-            except nats.js.errors.NotFoundError:
-                break
-            out.append(msg.data or b"")
-            seq = (msg.seq or seq) + 1
-        await nc.close()
-        return out
-
-    return asyncio.run(read())
 
 
 def _publish_raw(nats_url: str, subject: str, payload: bytes) -> None:
@@ -76,7 +57,7 @@ def test_runner_killed_mid_job_is_redelivered_and_completes_once(stack: Stack, n
         assert done["attempt"] == 2
         # Output of the dead attempt is superseded, not duplicated.
         assert done["stdout"] == "start\nend\n"
-        finished = _all(nats_url, streams.EXECUTIONS, subjects.finished_of(job["jobId"]))
+        finished = stored_messages(nats_url, streams.EXECUTIONS, subjects.finished_of(job["jobId"]))
         assert len(finished) == 1
         event = execution_decoder.decode(finished[0])
         assert isinstance(event, ExecutionFinished) and event.attempt == 2
@@ -91,7 +72,7 @@ def test_undecodable_submission_is_dead_lettered(stack: Stack, nats_url: str) ->
         _publish_raw(nats_url, subjects.submission(job_id), b'{"type": "submission.requested", "code": 5}')
 
         def recorded() -> list[DeadLetter]:
-            raw = _all(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
+            raw = stored_messages(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
             letters = [msgspec.json.decode(r, type=DeadLetter) for r in raw]
             return [d for d in letters if d.job_id == job_id]
 
@@ -121,7 +102,7 @@ def test_job_whose_runners_keep_dying_is_dead_lettered_and_finished(stack: Stack
             done = read_events(client, job["eventsUrl"])[-1].data
         assert done["status"] == "failed"
         assert done["verdict"] == "SANDBOX_ERROR"
-        raw = _all(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
+        raw = stored_messages(nats_url, streams.DEADLETTER, subjects.deadletter("submissions"))
         letters = [msgspec.json.decode(r, type=DeadLetter) for r in raw]
         mine = [d for d in letters if d.job_id == job["jobId"]]
         assert [d.reason for d in mine] == [DeadLetterReason.MAX_DELIVERIES]

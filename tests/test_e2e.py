@@ -16,7 +16,7 @@ from deploy import embedded
 from schemas import streams, subjects
 from schemas.results import JobResult, cache_key
 from tests.conftest import Stack, wait_for
-from tests.helpers import output_of, read_events, submit
+from tests.helpers import output_of, read_events, stored_messages, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -26,28 +26,6 @@ def runner(stack: Stack):
     app = stack.runner()
     yield app
     app.stop()
-
-
-def _stream_messages(nats_url: str, subject: str) -> list[bytes]:
-    """Every stored message on a subject, read straight from JetStream."""
-
-    async def read() -> list[bytes]:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        out: list[bytes] = []
-        seq = 1
-        stream = streams.SUBMISSIONS if ".submissions." in subject else streams.EXECUTIONS
-        while True:
-            try:
-                msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
-            except nats.js.errors.NotFoundError:
-                break
-            out.append(msg.data or b"")
-            seq = (msg.seq or seq) + 1
-        await nc.close()
-        return out
-
-    return asyncio.run(read())
 
 
 def test_hello_streams_output_and_done(stack: Stack, runner) -> None:
@@ -136,8 +114,8 @@ def test_idempotency_key_runs_once(stack: Stack, runner, nats_url: str) -> None:
         # Later retries (outside any in-memory window) still map to the same job.
         c = submit(client, code, key="retry-me-1")
         assert c["jobId"] == a["jobId"]
-    assert len(_stream_messages(nats_url, subjects.submission(a["jobId"]))) == 1
-    started = _stream_messages(nats_url, subjects.execution(a["jobId"], "started"))
+    assert len(stored_messages(nats_url, streams.SUBMISSIONS, subjects.submission(a["jobId"]))) == 1
+    started = stored_messages(nats_url, streams.EXECUTIONS, subjects.execution(a["jobId"], "started"))
     assert len(started) == 1
 
 

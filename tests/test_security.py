@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from deploy import embedded
-from tests.conftest import App, Stack, wait_for
+from tests.conftest import App, Stack, wait_for, wait_ready
 from tests.helpers import read_events, submit
 
 pytestmark = pytest.mark.e2e
@@ -38,16 +38,7 @@ def gateway_with(stack: Stack, **env: str) -> Iterator[str]:
     redis_url = stack.env["REDIS_URL"].rsplit("/", 1)[0] + f"/{_redis_db}"
     app = stack.spawn("gateway", env={"GATEWAY_PORT": str(port), "REDIS_URL": redis_url, **env})
 
-    def ready() -> bool:
-        assert app.proc is not None
-        if app.proc.poll() is not None:
-            raise AssertionError(app.log())
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, 30, what="extra gateway")
+    wait_ready(app, f"http://127.0.0.1:{port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
