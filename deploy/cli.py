@@ -4,6 +4,7 @@
 - ``coderunner gateway`` / ``runner`` / ``consume NAME``: one process, configured from the
   environment, as production runs them.
 - ``coderunner events JOB_ID``: a job's stored history, for incident analysis.
+- ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin.
 - ``coderunner schema``: the JSON Schema of every event (the public contract).
 - ``coderunner env-example``: every setting with its default.
 """
@@ -64,6 +65,23 @@ def _events(job_id: str) -> None:
     asyncio.run(dump())
 
 
+def _set_role(email: str, role: str) -> None:
+    """Operator tool: give an account the teacher or admin role (there is no sign-up for those)."""
+    import os
+
+    from pymongo import MongoClient
+
+    uri = os.environ.get("MONGODB_URI")
+    if not uri:
+        raise SystemExit("coderunner user-role: MONGODB_URI is required")
+    client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    with client:
+        result = client["coderunner"]["users"].update_one({"email": email.strip().lower()}, {"$set": {"role": role}})
+    if result.matched_count != 1:
+        raise SystemExit(f"coderunner user-role: no account {email!r}")
+    print(f"{email}: {role}")
+
+
 def _env_example() -> None:
     from consumers.settings import ConsumerSettings
     from deploy.config import env_example
@@ -86,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     consume.add_argument("name", choices=["caching", "progress", "grading"])
     events = sub.add_parser("events", help="print a job's stored events (for incident analysis)")
     events.add_argument("job_id")
+    role = sub.add_parser("user-role", help="set an account's role (student, teacher, admin)")
+    role.add_argument("email")
+    role.add_argument("role", choices=["student", "teacher", "admin"])
     sub.add_parser("schema", help="print the events' JSON Schema")
     sub.add_parser("env-example", help="print every setting with its default")
     args = parser.parse_args(argv)
@@ -109,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
             consumer_main(args.name)
         elif args.command == "events":
             _events(args.job_id)
+        elif args.command == "user-role":
+            _set_role(args.email, args.role)
         elif args.command == "schema":
             _schema()
         elif args.command == "env-example":

@@ -320,3 +320,27 @@ def test_body_size_is_limited(stack: Stack) -> None:
     with stack.client() as c:
         res = c.post("/execution/submit", json={"code": "x" * 300_000})
         assert res.status_code == 413
+
+
+def test_teachers_can_read_students_jobs(stack: Stack, runner) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    student = stack.new_user()
+    email = _unique_email()
+    with stack.client(anonymous=True) as c:
+        assert _register(c, email).status_code == 201
+    subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "user-role", email, "teacher"],
+        env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    with stack.client(anonymous=True) as c:
+        teacher = c.post("/auth/login", json={"email": email, "password": PASSWORD}).json()["accessToken"]
+    with stack.client(student) as s:
+        job = submit(s, "print('homework')")
+        read_events(s, job["eventsUrl"])
+    with stack.client(teacher) as t:
+        assert t.get("/auth/me").json()["role"] == "teacher"
+        assert t.get(f"/execution/result/{job['jobId']}").json()["stdout"] == "homework\n"
