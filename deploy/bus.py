@@ -97,14 +97,6 @@ async def submission_of(js: JetStreamContext, job_id: str) -> SubmissionRequeste
     return submission_decoder.decode(raw.data or b"")
 
 
-async def submission_exists(js: JetStreamContext, job_id: str) -> bool:
-    try:
-        await js.get_msg(streams.SUBMISSIONS, subject=subjects.submission(job_id), direct=True)
-    except NotFoundError:
-        return False
-    return True
-
-
 async def job_finished(js: JetStreamContext, job_id: str) -> bool:
     try:
         await js.get_msg(streams.EXECUTIONS, subject=subjects.finished_of(job_id), direct=True)

@@ -130,7 +130,7 @@ class ExecutionService:
         try:
             # Past JetStream's duplicate window a retried key must still not run twice (and a
             # retry does not count against the quota).
-            if idempotency_key is not None and await bus.submission_exists(self.js, job_id):
+            if idempotency_key is not None and await bus.submission_of(self.js, job_id) is not None:
                 return accepted, {}
         except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
             raise BusUnavailable("the submission queue is unavailable", headers={"Retry-After": "2"}) from exc

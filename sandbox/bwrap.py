@@ -296,10 +296,6 @@ class BwrapBackend:
             )
         self._counter = 0
 
-    @property
-    def uses_cgroups(self) -> bool:
-        return self._cgroups is not None
-
     async def check(self) -> None:
         if not self._python_exists:
             raise SandboxUnavailable(f"sandbox interpreter {self.python} not found: set SANDBOX_PYTHON")
