@@ -29,9 +29,10 @@ format: install
 	$(BIN)/ruff check --fix $(SRC)
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
+# The podman service that system-deps.sh started is stopped again: nothing outlives the run.
 test: install lint
 	bash .ci/system-deps.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest; rc=$$?; [ -n "$$DOCKER_HOST" ] || bash .ci/podman.sh stop; exit $$rc
 
 bench: install
 	bash .ci/system-deps.sh

@@ -4,6 +4,7 @@
 # any container registry. Idempotent: safe to run any number of times.
 #
 #   bash .ci/podman.sh            # then: export DOCKER_HOST=unix:///run/coderunner-podman.sock
+#   bash .ci/podman.sh stop       # stop the service this script started
 #
 # Env overrides:
 #   DOCKER_SOCK      socket path            (default /run/coderunner-podman.sock)
@@ -38,6 +39,18 @@ step() {  # step NAME: print the time the previous step took, start a new one
     return 0
 }
 log() { echo "[podman.sh] $*"; }
+
+if [ "${1:-}" = "stop" ]; then  # stop the service this script started (its pid file), if any
+    pid=$(cat "$SOCK.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "podman system service"; then
+        kill "$pid"
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        log "stopped the service on $SOCK (pid $pid)"
+    fi
+    rm -f "$SOCK" "$SOCK.pid"
+    exit 0
+fi
 
 # --- 1. packages --------------------------------------------------------------
 step "packages"
@@ -88,32 +101,62 @@ fi
 # --- 3. API service -----------------------------------------------------------------
 step "api service"
 ping_ok() { [ "$(curl -s --max-time 2 --unix-socket "$SOCK" http://d/_ping 2>/dev/null)" = "OK" ]; }
-if ping_ok && [ "$CONF_CHANGED" = 1 ]; then
-    # A service started before the config was (re)written would keep the old one.
-    log "config changed: restarting service on $SOCK"
+# The service answering on $SOCK: from our pid file, else found by its command line.
+service_pid() {
+    local pid
     pid=$(cat "$SOCK.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid"
+    if [ -n "$pid" ] && grep -qa "system" "/proc/$pid/cmdline" 2>/dev/null; then echo "$pid"; return; fi
+    for d in /proc/[0-9]*; do
+        if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q "podman system service .*$SOCK"; then
+            echo "${d#/proc/}"; return
+        fi
+    done
+}
+stop_service() {
+    local pid
+    pid=$(service_pid)
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    else
-        log "WARNING: service on $SOCK was not started by this script; restart it to apply $CONF"
+        kill -9 "$pid" 2>/dev/null || true
     fi
-fi
-if ping_ok; then
-    log "API already answering on $SOCK"
-else
+    rm -f "$SOCK" "$SOCK.pid"
+}
+# A service whose working folder was deleted (started from a clone since removed) answers pings
+# but cannot run a container: conmon fails with "Failed to get working directory".
+cwd_gone() {
+    local pid
+    pid=$(service_pid)
+    [ -n "$pid" ] && [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *"(deleted)" ]]
+}
+start_service() {
     mkdir -p "$(dirname "$SOCK")"
     rm -f "$SOCK"
-    # setsid + nohup: detach from this shell's process group so it outlives us.
-    env CONTAINERS_CONF="$CONF" setsid nohup podman system service --time=0 "unix://$SOCK" \
-        >>"$LOG" 2>&1 </dev/null &
-    echo $! | tee "$SOCK.pid" >/dev/null
+    # From /: the service and every conmon it starts keep this working folder, which must outlive
+    # any clone. setsid + nohup: the service outlives this shell; `podman.sh stop` ends it.
+    (cd / && exec env CONTAINERS_CONF="$CONF" setsid nohup podman system service --time=0 "unix://$SOCK" \
+        >>"$LOG" 2>&1 </dev/null) &
+    echo $! >"$SOCK.pid"
     for i in $(seq 300); do
         ping_ok && break
         [ "$i" -eq 300 ] && { log "API did not answer on $SOCK; log:"; tail -20 "$LOG" >&2; exit 1; }
         sleep 0.1
     done
     log "started podman system service (pid $(cat "$SOCK.pid"), log $LOG) on $SOCK"
+}
+
+if ping_ok && [ "$CONF_CHANGED" = 1 ]; then
+    # A service started before the config was (re)written would keep the old one.
+    log "config changed: restarting service on $SOCK"
+    stop_service
+elif ping_ok && cwd_gone; then
+    log "the service on $SOCK runs in a deleted folder and cannot start containers: replacing it"
+    stop_service
+fi
+if ping_ok; then
+    log "API already answering on $SOCK"
+else
+    start_service
 fi
 
 # --- 4. base image (no registry: import a rootfs tarball) -----------------------
@@ -161,8 +204,18 @@ fi
 
 # --- 6. smoke test through the service (podman remote client) ------------------
 step "smoke test"
-out=$(podman --url "unix://$SOCK" run --rm --network none --read-only --cap-drop ALL \
-    --security-opt no-new-privileges "$SANDBOX_IMAGE" python3 -I -S -c 'import os;print(os.getuid())')
+smoke() {
+    podman --url "unix://$SOCK" run --rm --network none --read-only --cap-drop ALL \
+        --security-opt no-new-privileges "$SANDBOX_IMAGE" python3 -I -S -c 'import os;print(os.getuid())' 2>&1
+}
+out=$(smoke || true)
+if [ "$out" != "1000" ]; then
+    # A service that answers but cannot run containers (whatever the cause): replace it once.
+    log "the service on $SOCK cannot run a container (${out:0:200}): replacing it"
+    stop_service
+    start_service
+    out=$(smoke || true)
+fi
 [ "$out" = "1000" ] || { log "smoke test failed: got '$out'"; exit 1; }
 step ""
 

@@ -4,7 +4,7 @@
 - ``coderunner gateway`` / ``runner`` / ``consume NAME``: one process, configured from the
   environment, as production runs them.
 - ``coderunner events JOB_ID``: a job's stored history, for incident analysis.
-- ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin.
+- ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin (signs it out).
 - ``coderunner schema``: the JSON Schema of every event (the public contract).
 - ``coderunner env-example``: every setting with its default.
 """
@@ -66,20 +66,61 @@ def _events(job_id: str) -> None:
 
 
 def _set_role(email: str, role: str) -> None:
-    """Operator tool: give an account the teacher or admin role (there is no sign-up for those)."""
-    import os
+    """Operator tool: give an account the teacher or admin role (there is no sign-up for those).
 
+    A role change signs the user out everywhere: every login (token family) is revoked, and its
+    access tokens and SSE tickets, and any token still claiming another role, are refused through
+    the gateways' deny list in Redis until they would have expired anyway.
+    """
+    import os
+    import unicodedata
+    from datetime import UTC, datetime
+
+    import redis
     from pymongo import MongoClient
 
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
-        raise SystemExit("coderunner user-role: MONGODB_URI is required")
+    from gateway.tokens import MAX_DENY_SECONDS, ROLES, family_deny_key, role_deny_key
+
+    uri, redis_url = os.environ.get("MONGODB_URI"), os.environ.get("REDIS_URL")
+    if not uri or not redis_url:
+        raise SystemExit("coderunner user-role: MONGODB_URI and REDIS_URL are required")
+    deny = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        deny.ping()  # before changing anything: the change must be able to sign the user out
+    except redis.RedisError as exc:
+        raise SystemExit(f"coderunner user-role: Redis (REDIS_URL) is unreachable: {exc}") from None
     client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=5000)
-    with client:
-        result = client["coderunner"]["users"].update_one({"email": email.strip().lower()}, {"$set": {"role": role}})
-    if result.matched_count != 1:
-        raise SystemExit(f"coderunner user-role: no account {email!r}")
-    print(f"{email}: {role}")
+    with client, deny:
+        db = client["coderunner"]
+        user = db["users"].find_one({"email": unicodedata.normalize("NFC", email.strip().lower())}, {"_id": 1})
+        if user is None:
+            raise SystemExit(f"coderunner user-role: no account {email!r}")
+        user_id = str(user["_id"])
+        db["users"].update_one({"_id": user["_id"]}, {"$set": {"role": role}})
+        now = datetime.now(UTC)
+        families = {
+            doc["family_id"]
+            for doc in db["refresh_tokens"].find({"user_id": user_id}, {"family_id": 1, "revoked": 1, "expires_at": 1})
+            if not doc.get("revoked") and doc["expires_at"].replace(tzinfo=UTC) > now
+        }
+        # As the gateway revokes a family: its record first (refreshes re-read it), then its tokens.
+        for family_id in families:
+            db["token_families"].update_one(
+                {"family_id": family_id},
+                {"$set": {"revoked": True}, "$setOnInsert": {"user_id": user_id, "created_at": now}},
+                upsert=True,
+            )
+        db["token_families"].update_many({"user_id": user_id}, {"$set": {"revoked": True}})
+        db["refresh_tokens"].update_many({"user_id": user_id}, {"$set": {"revoked": True}})
+        with deny.pipeline(transaction=False) as pipe:
+            for family_id in families:
+                pipe.set(family_deny_key(family_id), 1, ex=MAX_DENY_SECONDS)
+            for other in ROLES:
+                if other != role:
+                    pipe.set(role_deny_key(user_id, other), 1, ex=MAX_DENY_SECONDS)
+            pipe.delete(role_deny_key(user_id, role))
+            pipe.execute()
+    print(f"{email}: {role} (signed out everywhere)")
 
 
 def _env_example() -> None:
@@ -91,13 +132,25 @@ def _env_example() -> None:
     sys.stdout.write(env_example(GatewaySettings, RunnerSettings, ConsumerSettings))
 
 
+def _gateway_address(host: str | None, port: int | None) -> tuple[str, int]:
+    """`up`'s gateway address: the flags, else GATEWAY_HOST / GATEWAY_PORT, else the defaults."""
+    import os
+
+    raw_port = os.environ.get("GATEWAY_PORT") or "8000"
+    if port is None:
+        if not raw_port.isdigit() or not 1 <= int(raw_port) <= 65535:
+            raise SettingsError([f"GATEWAY_PORT={raw_port!r} is invalid: expected a port number (1-65535)"])
+        port = int(raw_port)
+    return host or os.environ.get("GATEWAY_HOST") or "127.0.0.1", port
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="coderunner", description="Code Runner")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the whole stack locally")
     up.add_argument("--data-dir", type=Path, default=Path(".data"))
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--host", default=None, help="gateway address (default: GATEWAY_HOST, else 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="gateway port (default: GATEWAY_PORT, else 8000)")
     sub.add_parser("gateway", help="run the HTTP gateway")
     sub.add_parser("runner", help="run a runner")
     consume = sub.add_parser("consume", help="run a durable consumer")
@@ -115,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "up":
             from deploy.supervisor import up as run_up
 
-            raise SystemExit(run_up(args.data_dir.resolve(), args.host, args.port))
+            host, port = _gateway_address(args.host, args.port)
+            raise SystemExit(run_up(args.data_dir.resolve(), host, port))
         if args.command == "gateway":
             from gateway.app import main as gateway_main
 

@@ -2,7 +2,8 @@
 
 Each process declares a ``msgspec.Struct`` whose field names are the lower-cased environment
 variable names. :func:`load` converts every variable, collects every problem, and raises one
-:class:`SettingsError` naming each bad variable, so an operator fixes them all in one go.
+:class:`SettingsError` naming each bad variable, so an operator fixes them all in one go. A class
+may add value checks with a ``check_values(values) -> list[str]`` classmethod.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
             values[field.name] = msgspec.convert(raw, field.type, strict=False)
         except msgspec.ValidationError as exc:
             problems.append(f"{name}={raw!r} is invalid: {exc}")
+    # Checks that look at values (weak secrets, what production requires) run on every variable
+    # that converted, so one run names every bad variable, not only the first kind found.
+    check = getattr(cls, "check_values", None)
+    if check is not None:
+        problems += check(values)
     if problems:
         raise SettingsError(problems)
     try:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.lifetimes import die_with_parent
+
 
 class EmbeddedError(RuntimeError):
     """An embedded server could not start."""
@@ -135,6 +137,7 @@ def start(spec: ServerSpec) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env={**os.environ, **spec.env},
             start_new_session=True,  # our own signal handling decides when servers stop
+            preexec_fn=die_with_parent(),  # ...but never outlive the process that started them
         )
     finally:
         log.close()

@@ -18,10 +18,13 @@ from pathlib import Path
 
 from deploy import embedded
 from deploy.config import secret_env
+from deploy.lifetimes import die_with_parent
 
 log = logging.getLogger("coderunner.up")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# One deadline for the whole stop: every process is asked at once, then the stragglers are killed.
+STOP_DEADLINE = 10.0
 # A process that stayed up this long is considered healthy again: its delay resets.
 HEALTHY_AFTER = 30.0
 
@@ -46,7 +49,10 @@ class Supervised:
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 env=self.env,
+                # Own session: Ctrl-C reaches only `up`, which stops everything in order. The death
+                # signal ties the child's life to ours even if `up` itself is killed.
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         finally:
             if out:
@@ -64,6 +70,8 @@ class Stack:
         self.servers: list[tuple[embedded.ServerSpec, Supervised]] = []
         self.apps: list[Supervised] = []
         self._stopping = False
+        # Set by a signal handler: `up` is asked to stop (checked while waiting, too).
+        self.stopping = False
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -71,8 +79,9 @@ class Stack:
         env.setdefault("NATS_URL", urls.get("nats", ""))
         env.setdefault("REDIS_URL", urls.get("redis", ""))
         env.setdefault("MONGODB_URI", urls.get("mongodb", ""))
-        env.setdefault("GATEWAY_HOST", self.host)
-        env.setdefault("GATEWAY_PORT", str(self.port))
+        # The address `up` checks for readiness is the one the gateway listens on.
+        env["GATEWAY_HOST"] = self.host
+        env["GATEWAY_PORT"] = str(self.port)
         env.update(secret_env(self.data_dir, env.get("APP_ENV", "development")))
         return env
 
@@ -84,10 +93,11 @@ class Stack:
                 log.info("using external %s at %s", spec.name, os.environ[wanted[spec.name]])
                 continue
             sup = Supervised(spec.name, spec.argv, {**os.environ, **spec.env}, spec.log_path)
+            # Tracked before waiting: a server that never listens is still stopped by stop().
+            self.servers.append((spec, sup))
             sup.start()
             assert sup.proc is not None
             embedded.wait_listening(spec, sup.proc)
-            self.servers.append((spec, sup))
         env = self._env()
         exe = [sys.executable, "-m", "deploy.cli"]
         logs = self.data_dir / "logs"
@@ -105,7 +115,7 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
         url = f"http://{self.host}:{self.port}/ready"
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping:
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
@@ -140,44 +150,50 @@ class Stack:
             elif now >= sup.restart_at:
                 sup.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: float = STOP_DEADLINE) -> None:
+        """Stop the application processes (they drain), then the servers, within one deadline."""
         self._stopping = True
+        until = time.monotonic() + deadline
         for group in (self.apps, [s for _, s in self.servers]):
-            for sup in group:
-                if sup.proc and sup.proc.poll() is None:
-                    sup.proc.send_signal(signal.SIGTERM)
-            for sup in group:
-                if sup.proc:
-                    try:
-                        sup.proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        log.warning("%s did not stop in time; killing it", sup.name)
-                        sup.proc.kill()
-                        sup.proc.wait()
+            _terminate_all(group, until)
         log.info("stopped")
+
+
+def _terminate_all(group: list[Supervised], until: float) -> None:
+    """SIGTERM every process of the group at once; SIGKILL whatever is still there at ``until``."""
+    running = [sup for sup in group if sup.proc is not None and sup.proc.poll() is None]
+    for sup in running:
+        assert sup.proc is not None
+        sup.proc.send_signal(signal.SIGTERM)
+    for sup in running:
+        assert sup.proc is not None
+        try:
+            sup.proc.wait(max(0.0, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", sup.name)
+            sup.proc.kill()
+            sup.proc.wait()
 
 
 def up(data_dir: Path, host: str, port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stack = Stack(data_dir, host, port)
-    stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stack.stopping = True
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
-        if stack.wait_ready():
+        if stack.wait_ready() and not stack.stopping:
             print(
                 f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n",
                 flush=True,
             )
-        else:
-            log.error("gateway not ready; see %s", data_dir / "logs")
-        while not stopping:
+        elif not stack.stopping:
+            log.error("gateway not ready on %s:%d; see %s", host, port, data_dir / "logs")
+        while not stack.stopping:
             stack.tick()
             time.sleep(0.5)
     except embedded.EmbeddedError as exc:

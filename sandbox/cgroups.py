@@ -85,10 +85,11 @@ class CgroupSlot:
                     os.setpriority(os.PRIO_PROCESS, int(pid), value)
 
     def kill_all(self) -> None:
-        with contextlib.suppress(OSError):
-            for pid in (self.paths["pids"] / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), 9)
+        for path in self.paths.values():
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), 9)
 
     def remove(self, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
@@ -108,6 +109,46 @@ class CgroupSlot:
 
 def _write(path: Path, value: int) -> None:
     path.write_text(str(value))
+
+
+def instance_name(parent: str, instance: str) -> str:
+    """``<parent>/<pid>-<instance>``: the owner's pid in the name tells a dead runner's groups apart."""
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in instance)[:100]
+    return f"{parent}/{os.getpid()}-{safe}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+    return False
+
+
+def sweep_stale(parent: str) -> list[Path]:
+    """Remove the groups a dead runner left under ``parent`` (a SIGKILLed runner cannot clean up).
+
+    Anything still inside them is killed first. Groups of live runners are left alone.
+    """
+    removed: list[Path] = []
+    for controller in CONTROLLERS:
+        base = ROOT / controller / parent
+        with contextlib.suppress(OSError):
+            for group in list(base.iterdir()):
+                owner = group.name.split("-", 1)[0]
+                if not group.is_dir() or not owner.isdigit() or _alive(int(owner)):
+                    continue
+                inner = sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+                for path in [*inner, group]:
+                    with contextlib.suppress(OSError):
+                        CgroupSlot({controller: path}).remove()
+                    if not path.exists():
+                        removed.append(path)
+    return removed
 
 
 def detect(name: str, limits: CgroupLimits) -> CgroupV1 | None:

@@ -40,7 +40,6 @@ DRAIN_SECONDS = 2.0
 # Extra time for the harness itself around a test run's own per-test limits.
 TESTS_MARGIN_SECONDS = 3.0
 REPORT_LINE_LIMIT = 2 * MiB
-_SIGKILL_EXIT = 128 + signal.SIGKILL
 _SIGXCPU_EXIT = 128 + signal.SIGXCPU
 
 

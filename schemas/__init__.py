@@ -3,24 +3,3 @@
 Everything another service may rely on is defined here once. Payloads evolve only by adding
 fields with defaults; a breaking change gets a new subject version (``coderunner.v2...``).
 """
-
-from schemas.executions import (
-    ExecutionEvent,
-    ExecutionFinished,
-    ExecutionStarted,
-    OutputChunk,
-    Verdict,
-)
-from schemas.submissions import Limits, Mode, SubmissionEvent, SubmissionRequested
-
-__all__ = [
-    "ExecutionEvent",
-    "ExecutionFinished",
-    "ExecutionStarted",
-    "Limits",
-    "Mode",
-    "OutputChunk",
-    "SubmissionEvent",
-    "SubmissionRequested",
-    "Verdict",
-]

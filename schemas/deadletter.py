@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-import msgspec
 from msgspec import Struct
 
 
@@ -31,5 +30,3 @@ class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field=
     payload: str = ""
     v: int = 1
 
-
-deadletter_decoder: msgspec.json.Decoder[DeadLetter] = msgspec.json.Decoder(DeadLetter)

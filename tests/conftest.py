@@ -20,8 +20,31 @@ import httpx
 import pytest
 
 from deploy import embedded
+from deploy.lifetimes import die_with_parent
+from tests import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
+_session: dict[str, object] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Every process this session starts inherits the mark; whatever still carries it at the end
+    # outlived its test.
+    token = secrets.token_hex(8)
+    os.environ[leftovers.MARK] = token
+    _session.update(token=token, before=leftovers.snapshot())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if it left a process, a sandbox cgroup or a sandbox container behind."""
+    token, before = _session.get("token"), _session.get("before")
+    if not isinstance(token, str) or not isinstance(before, leftovers.Snapshot):
+        return
+    found = leftovers.settle(token, before)
+    if found:
+        leftovers.remove(found)
+        print(f"\nERROR: the test session left these behind (now removed):\n{found.describe()}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> object:
@@ -44,14 +67,23 @@ class Servers:
 
 def _start_servers(tmp: Path, names: set[str]) -> Servers:
     servers = Servers(urls={})
-    for spec in embedded.specs(tmp, persistent=False):
-        if spec.name not in names:
-            continue
-        proc = embedded.start(spec)
-        servers.procs.append(proc)
-        embedded.wait_listening(spec, proc)
-        servers.urls[spec.name] = spec.url
+    try:
+        for spec in embedded.specs(tmp, persistent=False):
+            if spec.name not in names:
+                continue
+            proc = embedded.start(spec)
+            servers.procs.append(proc)  # tracked before the wait: a server that never listens is stopped too
+            embedded.wait_listening(spec, proc)
+            servers.urls[spec.name] = spec.url
+    except BaseException:
+        _stop_servers(servers)
+        raise
     return servers
+
+
+def _stop_servers(servers: Servers) -> None:
+    for proc in servers.procs:
+        embedded.stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +92,10 @@ def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     external = {"redis": os.environ.get("REDIS_URL"), "mongodb": os.environ.get("MONGODB_URI")}
     wanted = {name for name, url in external.items() if not url}
     servers = _start_servers(tmp_path_factory.mktemp("servers"), wanted)
-    urls = {**{k: v for k, v in external.items() if v}, **servers.urls}
-    yield urls
-    for proc in servers.procs:
-        embedded.stop(proc)
+    try:
+        yield {**{k: v for k, v in external.items() if v}, **servers.urls}
+    finally:
+        _stop_servers(servers)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +105,10 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ["NATS_URL"]
         return
     servers = _start_servers(tmp_path_factory.mktemp("nats"), {"nats"})
-    yield servers.urls["nats"]
-    for proc in servers.procs:
-        embedded.stop(proc)
+    try:
+        yield servers.urls["nats"]
+    finally:
+        _stop_servers(servers)
 
 
 class App:
@@ -97,6 +130,7 @@ class App:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         return self
 
@@ -214,11 +248,12 @@ def stack(nats_url: str, shared_servers: dict[str, str], tmp_path_factory: pytes
     port = embedded.free_port()
     env = stack_env(nats_url, shared_servers, GATEWAY_PORT=str(port))
     s = Stack(env=env, base_url=f"http://127.0.0.1:{port}", tmp=tmp)
-    gateway = s.spawn("gateway")
-    for name in ("caching", "progress", "grading"):
-        s.spawn("consume", name).wait_log(f"consumer {name} started")
-
-    wait_ready(gateway, s.base_url)
-    yield s
-    for app in reversed(s.apps):
-        app.stop()
+    try:
+        gateway = s.spawn("gateway")
+        for name in ("caching", "progress", "grading"):
+            s.spawn("consume", name).wait_log(f"consumer {name} started")
+        wait_ready(gateway, s.base_url)
+        yield s
+    finally:
+        for app in reversed(s.apps):
+            app.stop()

@@ -12,6 +12,7 @@ from sandbox.bwrap import BwrapBackend, BwrapConfig
 from sandbox.docker import DockerBackend, DockerConfig
 from sandbox.pool import PooledSandbox, WarmPool
 from schemas.submissions import Limits
+from tests import leftovers
 
 BACKENDS = ["bwrap", "docker"]
 # .ci/podman.sh serves the Docker Engine API here and builds this image without a registry.
@@ -39,7 +40,9 @@ def make_backend(name: str, **overrides: object) -> BwrapBackend | DockerBackend
         # Host uids apart from the runners' (60000+), so leftover checks see only these sandboxes.
         config = BwrapConfig(**{"host_uid_base": 61_000, **overrides})  # type: ignore[arg-type]
         return BwrapBackend(config, instance_name=f"test-{os.getpid()}")
-    return DockerBackend(DockerConfig(image=DOCKER_IMAGE, base_url=DOCKER_HOST, runner_id="tests", **overrides))  # type: ignore[arg-type]
+    return DockerBackend(
+        DockerConfig(image=DOCKER_IMAGE, base_url=DOCKER_HOST, runner_id=leftovers.runner_id(), **overrides)
+    )  # type: ignore[arg-type]
 
 
 async def make_sandbox(name: str, *, min_size: int = 1, max_size: int = 3) -> PooledSandbox:

@@ -12,6 +12,7 @@ import pytest
 from schemas import streams, subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, execution_decoder
+from tests import leftovers
 from tests.conftest import Stack, wait_for
 from tests.helpers import read_events, stored_messages, submit
 
@@ -133,7 +134,9 @@ def test_runner_refuses_to_start_without_docker(stack: Stack, tmp_path) -> None:
 def test_docker_backed_runner_end_to_end(stack: Stack) -> None:
     from tests.sandboxes import DOCKER_HOST, DOCKER_IMAGE
 
-    runner = stack.runner(SANDBOX_BACKEND="docker", DOCKER_HOST=DOCKER_HOST, SANDBOX_IMAGE=DOCKER_IMAGE)
+    runner = stack.runner(
+        SANDBOX_BACKEND="docker", DOCKER_HOST=DOCKER_HOST, SANDBOX_IMAGE=DOCKER_IMAGE, RUNNER_ID=leftovers.runner_id()
+    )
     try:
         with stack.client() as client:
             job = submit(client, "import sys\nprint('from a container')\nprint(input(), file=sys.stderr)", stdin="hi\n")

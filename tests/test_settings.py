@@ -42,6 +42,26 @@ def test_every_bad_variable_is_named_at_once() -> None:
     assert len(info.value.problems) == 4
 
 
+def test_a_weak_secret_is_named_alongside_missing_urls() -> None:
+    with pytest.raises(SettingsError) as info:
+        load(GatewaySettings, {"APP_ENV": "production", "JWT_SECRET": "changeme"})
+    text = "\n".join(info.value.problems)
+    for name in ("NATS_URL", "REDIS_URL", "MONGODB_URI", "JWT_SECRET"):
+        assert name in text, f"{name} not named in: {text}"
+
+
+def test_up_reads_the_gateway_port_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.cli import _gateway_address
+
+    monkeypatch.setenv("GATEWAY_PORT", "8300")
+    monkeypatch.delenv("GATEWAY_HOST", raising=False)
+    assert _gateway_address(None, None) == ("127.0.0.1", 8300)
+    assert _gateway_address("0.0.0.0", 9000) == ("0.0.0.0", 9000)
+    monkeypatch.setenv("GATEWAY_PORT", "eighty")
+    with pytest.raises(SettingsError, match="GATEWAY_PORT"):
+        _gateway_address(None, None)
+
+
 @pytest.mark.parametrize("command", [["gateway"], ["runner"], ["consume", "caching"]])
 def test_processes_refuse_to_start_with_bad_settings(command: list[str]) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NATS_URL": "", "GATEWAY_PORT": "http"}

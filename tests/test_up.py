@@ -11,10 +11,13 @@ import sys
 import pytest
 
 from deploy import embedded
+from deploy.supervisor import STOP_DEADLINE
+from sandbox import cgroups
 from tests.conftest import ROOT, Stack, wait_for
 from tests.helpers import read_events, submit
 
 pytestmark = pytest.mark.e2e
+cgroups_v1 = all(os.access(cgroups.ROOT / c, os.W_OK) for c in cgroups.CONTROLLERS)
 
 
 def _alive(pid: int) -> bool:
@@ -57,6 +60,7 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
 
         os.kill(pids["runner"], signal.SIGKILL)
         wait_for(lambda: len(re.findall(r"started runner \(pid", log_path.read_text())) == 2, 30, what="restart")
+        restarted = int(re.findall(r"started runner \(pid (\d+)\)", log_path.read_text())[-1])
         # Development secrets were generated on first start and kept in the data folder.
         secrets_file = tmp_path / "data" / "secrets.env"
         assert secrets_file.stat().st_mode & 0o777 == 0o600
@@ -64,11 +68,48 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
         with Stack(env={}, base_url=f"http://127.0.0.1:{port}", tmp=tmp_path).client() as client:
             job = submit(client, "print('after restart')")
             assert read_events(client, job["eventsUrl"])[-1].data["stdout"] == "after restart\n"
+        # A restart, not a crash loop: the new runner is the one still serving.
+        assert _alive(restarted)
+        assert len(re.findall(r"started runner \(pid", log_path.read_text())) == 2
 
         all_pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", log_path.read_text())]
         up.send_signal(signal.SIGTERM)
-        assert up.wait(60) == 0
+        # Every process is asked at once under one deadline (STOP_DEADLINE), not one after another.
+        assert up.wait(2 * STOP_DEADLINE + 5) == 0
         assert not [p for p in all_pids if _alive(p)], "a supervised process outlived `coderunner up`"
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_killing_up_kills_its_whole_stack(tmp_path) -> None:
+    """SIGKILL of `up` (nothing can run its clean-up) still ends every process it started.
+
+    The gateway's port comes from GATEWAY_PORT alone: `up` must wait for readiness on that port.
+    """
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "REDIS_URL", "MONGODB_URI", "JWT_SECRET")}
+    env.update(PYTHONPATH=str(ROOT), GATEWAY_PORT=str(port))
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path / "data")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    try:
+        wait_for(lambda: f"Code Runner is up: http://127.0.0.1:{port}" in log_path.read_text(), 60, what="up")
+        named = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", log_path.read_text())}
+        pids = list(named.values())
+        assert len(pids) == 8 and all(_alive(p) for p in pids)
+        up.kill()
+        up.wait()
+        wait_for(lambda: not [p for p in pids if _alive(p)], 5, what="every child of `up` to die with it")
+        # The runner died by SIGKILL too: the next runner on this host removes the groups it left.
+        assert any(f"/{named['runner']}-" in str(p) for p in cgroups.sweep_stale("coderunner")) or not cgroups_v1
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()

@@ -1,0 +1,152 @@
+"""What a test session must not leave behind: processes, sandbox cgroups, sandbox containers.
+
+The session marks its own environment with a token that every process it starts inherits (the
+embedded servers, the application processes, `coderunner up` and its children). At its end,
+:func:`find` lists whatever still carries the token, every sandbox process (host uids of the bwrap
+backend) started since the session began, every sandbox cgroup made since, and every sandbox
+container; conftest fails the session when anything is found, after removing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARK = "CODERUNNER_TEST_SESSION"
+# The bwrap backend's per-sandbox host uids: 60000+ for runners, 61000+ for the sandbox tests.
+SANDBOX_UIDS = range(60_000, 62_000)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+CGROUP_PARENT = "coderunner"
+
+
+@dataclass
+class Snapshot:
+    """What existed when the session started (someone else's, not ours to judge)."""
+
+    pids: set[int] = field(default_factory=set)
+    cgroups: set[Path] = field(default_factory=set)
+
+
+@dataclass
+class Leftovers:
+    processes: dict[int, str] = field(default_factory=dict)
+    cgroups: list[Path] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.processes or self.cgroups or self.containers)
+
+    def describe(self) -> str:
+        lines = [f"process {pid}: {cmd}" for pid, cmd in sorted(self.processes.items())]
+        lines += [f"cgroup {path}" for path in self.cgroups]
+        lines += [f"container {name}" for name in self.containers]
+        return "\n".join(lines)
+
+
+def _pids() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+def _cgroups() -> set[Path]:
+    found: set[Path] = set()
+    for controller in CGROUP_CONTROLLERS:
+        parent = CGROUP_ROOT / controller / CGROUP_PARENT
+        if parent.is_dir():
+            found.update(p for p in parent.rglob("*") if p.is_dir())
+    return found
+
+
+def snapshot() -> Snapshot:
+    return Snapshot(pids=_pids(), cgroups=_cgroups())
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    return "?"
+
+
+def _ours(pid: int, token: str, before: Snapshot) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "\nState:\tZ" in status:
+            return False  # a zombie holds nothing but a table entry; its parent reaps it
+        uid = int(status.split("\nUid:\t", 1)[1].split()[0])
+        if uid in SANDBOX_UIDS and pid not in before.pids:
+            return True
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return False
+    return f"{MARK}={token}".encode() in environ.split(b"\0")
+
+
+def runner_id(name: str = "tests") -> str:
+    """A runner id that marks the sandbox containers of this session (label ``coderunner.runner``)."""
+    return f"{name}-{os.environ.get(MARK, 'unmarked')}"
+
+
+def _containers(token: str) -> list[str]:
+    host = os.environ.get("DOCKER_HOST", "unix:///run/coderunner-podman.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        return []
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=host, timeout=10)
+        try:
+            containers = client.containers.list(all=True, filters={"label": "coderunner.sandbox"})
+            return [c.name for c in containers if c.labels.get("coderunner.runner", "").endswith(f"-{token}")]
+        finally:
+            client.close()
+    except Exception:  # no engine: no containers
+        return []
+
+
+def find(token: str, before: Snapshot) -> Leftovers:
+    found = Leftovers()
+    for pid in _pids():
+        if _ours(pid, token, before):
+            found.processes[pid] = _cmdline(pid)
+    found.cgroups = sorted(_cgroups() - before.cgroups)
+    found.containers = _containers(token)
+    return found
+
+
+def settle(token: str, before: Snapshot, grace: float = 5.0) -> Leftovers:
+    """Leftovers that are still there after ``grace`` seconds (processes may be exiting right now)."""
+    deadline = time.monotonic() + grace
+    while (found := find(token, before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def remove(found: Leftovers) -> None:
+    for pid in found.processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for path in sorted(found.cgroups, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            for pid in (path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while path.exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            time.sleep(0.02)
+    if found.containers:
+        with contextlib.suppress(Exception):
+            import docker
+
+            client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST", "unix:///run/coderunner-podman.sock"))
+            for name in found.containers:
+                with contextlib.suppress(Exception):
+                    client.containers.get(name).remove(force=True)
+            client.close()
