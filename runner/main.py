@@ -17,7 +17,7 @@ from runner import deadletters
 from runner.settings import RunnerSettings
 from runner.worker import Runner
 from sandbox import seccomp
-from sandbox.base import Backend, Sandbox, SandboxUnavailable
+from sandbox.base import Backend, SandboxUnavailable
 from sandbox.bwrap import BwrapBackend, BwrapConfig
 from sandbox.docker import DockerBackend, DockerConfig
 from sandbox.pool import PooledSandbox, WarmPool
@@ -29,7 +29,7 @@ from schemas.submissions import MiB
 log = logging.getLogger(__name__)
 
 
-def build_sandbox(settings: RunnerSettings) -> Sandbox:
+def build_sandbox(settings: RunnerSettings) -> PooledSandbox:
     limits: dict[str, Any] = dict(
         memory_bytes=settings.sandbox_memory_mb * MiB,
         cpus=settings.sandbox_cpus,
@@ -64,11 +64,25 @@ def build_sandbox(settings: RunnerSettings) -> Sandbox:
     return PooledSandbox(backend, pool, seccomp=seccomp.program("harness"))
 
 
+def check_enforcement(settings: RunnerSettings, enforcement: dict[str, str]) -> None:
+    """Production needs memory and process limits that a program cannot dodge."""
+    weak = [k for k in ("memory", "pids") if enforcement.get(k, "rlimit").startswith("rlimit")]
+    if weak and settings.app_env == "production" and not settings.sandbox_allow_weak_limits:
+        raise SandboxUnavailable(
+            f"{' and '.join(weak)} would be enforced by rlimits only (no usable cgroups). Give the runner "
+            "cgroups (v1 controllers, or a delegated v2 subtree: systemd Delegate=yes), use "
+            "SANDBOX_BACKEND=docker, or set SANDBOX_ALLOW_WEAK_LIMITS=true to accept it."
+        )
+
+
 async def serve(settings: RunnerSettings) -> None:
     tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint)
     sandbox = build_sandbox(settings)
     # Refuse to start without a working sandbox: there is no unsandboxed mode.
     await sandbox.check()
+    enforcement = sandbox.backend.enforcement()
+    log.info("sandbox limits enforced by: %s", ", ".join(f"{k}={v}" for k, v in enforcement.items()))
+    check_enforcement(settings, enforcement)
     nc, js = await bus.connect(settings.nats_url, f"runner-{settings.runner_id}")
     try:
         await streams.provision(js, settings.bus_limits())
@@ -89,6 +103,7 @@ async def serve(settings: RunnerSettings) -> None:
                 concurrency=settings.runner_concurrency,
                 running=runner.running,
                 pool=sandbox.stats(),
+                enforcement=enforcement,
             )
             await msg.respond(encode(stats))
 

@@ -35,8 +35,12 @@ class RunnerSettings(CommonSettings, frozen=True, kw_only=True):
     sandbox_pool_max_age_seconds: PositiveFloat = 600.0
     # bwrap: interpreter inside ("auto": /usr/bin/python3, else this Python's base install).
     sandbox_python: str = "auto"
-    # bwrap: "auto" uses cgroup v1 memory/cpu/pids controllers when writable; "off": rlimits only.
-    sandbox_cgroups: Literal["auto", "off"] = "auto"
+    # bwrap: "auto" uses cgroup v1 memory/cpu/pids controllers when writable, else a delegated
+    # cgroup v2 subtree; "v1" / "v2" only that one; "off": rlimits only.
+    sandbox_cgroups: Literal["auto", "v1", "v2", "off"] = "auto"
+    # In production a runner refuses to start unless memory and processes are enforced by cgroups
+    # (or Docker); rlimits alone can be dodged (e.g. memory outside the address space).
+    sandbox_allow_weak_limits: bool = False
     # bwrap, runner running as root: sandboxes run as host uids BASE..BASE+63 (RLIMIT_NPROC does
     # not apply to root, and separate uids keep process counts apart).
     sandbox_host_uid_base: PositiveInt = 60_000

@@ -129,6 +129,9 @@ class Backend(Protocol):
     async def spawn(self) -> Instance:
         """Start a sandbox running the harness; return once it said it is ready."""
 
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces each limit ("memory", "pids", "cpu", "seccomp") here."""
+
     async def close(self) -> None: ...
 
 

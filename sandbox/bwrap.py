@@ -66,7 +66,8 @@ class BwrapConfig:
     file_size_bytes: int = 50 * MiB
     host_uid_base: int = 60_000
     host_uids: int = 64
-    # "auto": cgroup v1 when writable, else rlimits only; "off": rlimits only.
+    # "auto": cgroup v1 when writable, else a delegated cgroup v2 subtree, else rlimits only;
+    # "v1" / "v2": only that one; "off": rlimits only.
     cgroups: str = "auto"
     cgroup_name: str = "coderunner"
 
@@ -392,15 +393,19 @@ class BwrapBackend:
         )
         _become_subreaper()
         self._seccomp = seccomp_program("outer")
-        self._cgroups: cgroups.CgroupV1 | None = None
+        self._cgroups: cgroups.Cgroups | None = None
+        self.cgroups_why_not = "switched off (SANDBOX_CGROUPS=off)"
         if self.config.cgroups != "off":
             stale = cgroups.sweep_stale(self.config.cgroup_name)
             if stale:
                 log.warning("removed %d sandbox cgroups left by runners that died", len(stale))
             name = cgroups.instance_name(self.config.cgroup_name, instance_name or "runner")
-            self._cgroups = cgroups.detect(
-                name, cgroups.CgroupLimits(self.config.memory_bytes, self.config.cpus, self.config.pids)
+            detection = cgroups.detect(
+                name,
+                cgroups.CgroupLimits(self.config.memory_bytes, self.config.cpus, self.config.pids),
+                self.config.cgroups,
             )
+            self._cgroups, self.cgroups_why_not = detection.cgroups, detection.why_not
         self._counter = 0
 
     async def check(self) -> None:
@@ -412,15 +417,17 @@ class BwrapBackend:
             raise SandboxUnavailable(refusal(str(exc), self.bwrap)) from exc
         await instance.destroy()
         if self._cgroups is None:
-            log.warning("cgroup v1 controllers not writable: memory, CPU share and pids use rlimits only")
+            log.warning("no cgroups (%s): memory, CPU and processes use rlimits only", self.cgroups_why_not)
         if self._seccomp is None:
             log.warning("no seccomp filter for this architecture")
 
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces each limit here (runner start-up log and stats)."""
+        return {**cgroups.describe(self._cgroups), "seccomp": "bpf" if self._seccomp else "none"}
+
     async def close(self) -> None:
         if self._cgroups is not None:
-            for base in self._cgroups.bases.values():
-                with contextlib.suppress(OSError):
-                    base.rmdir()
+            self._cgroups.close()
 
     def _argv(self, status_fd: int, seccomp_fd: int | None) -> list[str]:
         seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []

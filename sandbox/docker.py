@@ -281,6 +281,10 @@ class DockerBackend:
             raise
         return instance
 
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces each limit (runner start-up log and stats)."""
+        return {"memory": "docker", "pids": "docker", "cpu": "docker", "seccomp": "bpf (harness) + docker default"}
+
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()

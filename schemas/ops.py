@@ -28,3 +28,5 @@ class RunnerStats(Struct, frozen=True, kw_only=True, tag="runner.stats", tag_fie
     running: int
     pool: PoolStats
     v: int = 1
+    # Which mechanism enforces each sandbox limit here, e.g. {"memory": "cgroup v2"} (added in v1.1).
+    enforcement: dict[str, str] = {}
