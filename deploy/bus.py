@@ -10,8 +10,10 @@ from typing import Any
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 from opentelemetry import propagate
 
 from schemas import streams, subjects
@@ -23,7 +25,18 @@ from schemas.submissions import SubmissionRequested, submission_decoder
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
+class NotPublished(NatsError):
+    """The message was certainly not stored, and will not be later."""
+
+
+async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True) -> tuple[NATS, JetStreamContext]:
+    """Connect, reconnecting forever.
+
+    With ``buffer_while_reconnecting=False`` a publish while disconnected fails at once instead of
+    waiting in the client's reconnect buffer and going out after the reconnect: the gateway needs
+    that, because it has already told its client "not queued" by then.
+    """
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
@@ -42,6 +55,7 @@ async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        **({} if buffer_while_reconnecting else {"pending_size": 0}),
     )
     return nc, nc.jetstream(timeout=5)
 
@@ -54,8 +68,18 @@ def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
 
 
 async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str | None = None) -> Any:
+    """Publish to JetStream and wait for its ack.
+
+    Raises :class:`NotPublished` when the message certainly was not stored: the client refused to
+    buffer it while disconnected (see ``connect``), the connection is closed, or no stream took it.
+    Any other error (an ack timeout above all) leaves it unknown whether the message was stored.
+    """
     headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
-    return await js.publish(subject, encode(event), headers=headers or None)
+    try:
+        return await js.publish(subject, encode(event), headers=headers or None)
+    except (OutboundBufferLimitError, ConnectionClosedError, NoRespondersError, NoStreamResponseError) as exc:
+        # No responders: no stream took the message (JetStream unavailable), so nothing was stored.
+        raise NotPublished(str(exc) or type(exc).__name__) from exc
 
 
 async def job_events(

@@ -1,9 +1,19 @@
-"""Accounts: users (argon2id passwords) and refresh-token families. Written only by the gateway."""
+"""Accounts: users (argon2id passwords) and refresh-token families. Written only by the gateway.
+
+Sign-in failures are counted per (account, client address) and, more softly, per account, before the
+password is checked, so parallel guesses cannot slip past the limit and nobody can lock an owner
+out of the addresses they sign in from. A login is a token family with its own record: revoking it
+(logout, reuse of a rotated refresh token, a role change) marks the record first, and a refresh
+re-reads the record after storing its new token, so no token of a revoked family stays usable.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import secrets
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -14,7 +24,7 @@ from beanie import Document
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from gateway.errors import Conflict, TooManyRequests, Unauthorized
+from gateway.errors import Conflict, InvalidRequest, TooManyRequests, Unauthorized
 from gateway.models import LoginRequest, RegisterRequest, TokenPair, UserOut
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService, hash_refresh_token, new_refresh_token
@@ -25,8 +35,43 @@ Role = Literal["student", "teacher", "admin"]
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # A hash to verify against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+# Failed sign-ins per 15 minutes: from one address, and for one account from every address but
+# the ones it signed in from before (OWASP: lock per source, throttle the account softly).
 LOGIN_FAILURES_ALLOWED = 5
+ACCOUNT_FAILURES_ALLOWED = 50
 LOGIN_FAILURE_WINDOW = 15 * 60
+
+# Counts an attempt before its password is checked, unless a limit is reached. Returns 0, or the
+# milliseconds until the limit that was reached resets.
+# KEYS: failures from this address, failures from everywhere, the account's known addresses.
+# ARGV: address limit, account limit, window (s), the address.
+_TAKE_ATTEMPT = """
+local known = redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return math.max(1, redis.call('PTTL', KEYS[1]))
+end
+if not known and tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then
+  return math.max(1, redis.call('PTTL', KEYS[2]))
+end
+for i = 1, 2 do
+  redis.call('INCR', KEYS[i])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+end
+return 0
+"""
+# A successful sign-in: this address starts afresh, its attempt is given back to the account, and
+# the address becomes one the account signs in from. ARGV: the address, how long it is remembered.
+_SIGNED_IN = """
+redis.call('DEL', KEYS[1])
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 0
+"""
+
+# Invisible characters that reorder or hide text (Trojan Source, spoofed names and addresses).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})  # controls (NUL too), surrogates, line breaks
 
 
 class User(Document):
@@ -40,6 +85,22 @@ class User(Document):
     class Settings:
         name = "users"
         indexes = [IndexModel([("email", ASCENDING)], unique=True)]
+
+
+class TokenFamily(Document):
+    """One login. ``revoked`` is set before the family's tokens are, and refreshes re-read it."""
+
+    family_id: str
+    user_id: str
+    revoked: bool = False
+    created_at: datetime
+
+    class Settings:
+        name = "token_families"
+        indexes = [
+            IndexModel([("family_id", ASCENDING)], unique=True),
+            IndexModel([("user_id", ASCENDING)]),
+        ]
 
 
 class RefreshToken(Document):
@@ -57,14 +118,44 @@ class RefreshToken(Document):
         indexes = [
             IndexModel([("token_hash", ASCENDING)], unique=True),
             IndexModel([("family_id", ASCENDING)]),
+            IndexModel([("user_id", ASCENDING)]),
         ]
 
 
-DOCUMENTS = [User, RefreshToken]
+DOCUMENTS = [User, TokenFamily, RefreshToken]
 
 
 def user_out(user: User) -> UserOut:
     return UserOut(id=str(user.id), email=user.email, display_name=user.display_name, level=user.level, role=user.role)
+
+
+def normalise_email(raw: str) -> str:
+    return unicodedata.normalize("NFC", raw.strip().lower())
+
+
+def _hidden_characters(text: str) -> bool:
+    return any(ch in _BIDI_CONTROLS or unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in text)
+
+
+def clean_email(raw: str) -> str:
+    email = normalise_email(raw)
+    if _hidden_characters(email):
+        raise InvalidRequest("email must not contain control or bidirectional-formatting characters")
+    return email
+
+
+def clean_display_name(raw: str) -> str:
+    """NFC, stripped, without controls or bidi overrides, and with something visible in it."""
+    name = unicodedata.normalize("NFC", raw).strip()
+    if _hidden_characters(name):
+        raise InvalidRequest("displayName must not contain control or bidirectional-formatting characters")
+    if not any(unicodedata.category(ch)[0] in "LMNPS" for ch in name):
+        raise InvalidRequest("displayName must not be blank")
+    return name
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
 class AccountService:
@@ -74,11 +165,12 @@ class AccountService:
         self.redis = redis
 
     async def register(self, data: RegisterRequest) -> UserOut:
+        email, display_name = clean_email(data.email), clean_display_name(data.display_name)
         password_hash = await asyncio.to_thread(HASHER.hash, data.password)
         user = User(
-            email=data.email.strip().lower(),
+            email=email,
             password_hash=password_hash,
-            display_name=data.display_name.strip(),
+            display_name=display_name,
             level=data.level,
             created_at=datetime.now(UTC),
         )
@@ -89,35 +181,47 @@ class AccountService:
         return user_out(user)
 
     async def login(self, data: LoginRequest, client: str) -> TokenPair:
-        email = data.email.strip().lower()
-        failures_key = f"coderunner:login-failures:{email}"
-        failures = int(await self.redis.get(failures_key) or 0)
-        if failures >= LOGIN_FAILURES_ALLOWED:
-            ttl = max(1, int(await self.redis.ttl(failures_key)))
-            raise TooManyRequests("too many failed sign-ins; try again later", headers={"Retry-After": str(ttl)})
+        email = normalise_email(data.email)
+        keys = [
+            f"coderunner:login-failures-from:{_digest(email, client)}",
+            f"coderunner:login-failures:{email}",
+            f"coderunner:login-addresses:{email}",
+        ]
+        # Counted before the (slow) password check, atomically: parallel guesses cannot all pass.
+        wait_ms = int(
+            await self.redis.eval(
+                _TAKE_ATTEMPT, 3, *keys, LOGIN_FAILURES_ALLOWED, ACCOUNT_FAILURES_ALLOWED, LOGIN_FAILURE_WINDOW, client
+            )
+        )
+        if wait_ms > 0:
+            raise TooManyRequests(
+                "too many failed sign-ins; try again later", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}
+            )
         user = await User.find_one(User.email == email)
         ok = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, data.password)
         if not ok or user is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(failures_key)
-                pipe.expire(failures_key, LOGIN_FAILURE_WINDOW)
-                await pipe.execute()
-            # One message whether the email or the password was wrong.
+            # One message whether the email or the password was wrong. The attempt stays counted.
             raise Unauthorized("email or password is incorrect")
-        await self.redis.delete(failures_key)
-        return await self._issue(user, family_id=secrets.token_urlsafe(16))
+        remember = self.settings.refresh_token_days * 86_400
+        await self.redis.eval(_SIGNED_IN, 3, *keys, client, remember)
+        family_id = secrets.token_urlsafe(16)
+        await TokenFamily(family_id=family_id, user_id=str(user.id), created_at=datetime.now(UTC)).insert()
+        pair, _ = await self._issue(user, family_id)
+        return pair
 
-    async def _issue(self, user: User, family_id: str) -> TokenPair:
+    async def _issue(self, user: User, family_id: str) -> tuple[TokenPair, str]:
+        """A new pair in ``family_id``, and the new refresh token's hash."""
         token, token_hash = new_refresh_token()
         expires = datetime.now(UTC) + timedelta(days=self.settings.refresh_token_days)
         await RefreshToken(
             token_hash=token_hash, family_id=family_id, user_id=str(user.id), expires_at=expires
         ).insert()
-        return TokenPair(
-            access_token=self.tokens.access_token(str(user.id), user.role),
+        pair = TokenPair(
+            access_token=self.tokens.access_token(str(user.id), user.role, family_id),
             refresh_token=token,
             expires_in=self.settings.access_token_seconds,
         )
+        return pair, token_hash
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         token_hash = hash_refresh_token(refresh_token)
@@ -132,20 +236,39 @@ class AccountService:
         )
         if result.modified_count != 1:
             # Reuse of a rotated token: someone else holds a copy. Revoke the whole login.
-            await self._revoke_family(stored.family_id)
+            await self._revoke_family(stored.family_id, stored.user_id)
             raise Unauthorized("refresh token was already used; please sign in again")
         user = await User.get(stored.user_id)
         if user is None:
             raise Unauthorized("account no longer exists")
-        return await self._issue(user, family_id=stored.family_id)
+        pair, new_hash = await self._issue(user, stored.family_id)
+        # A revocation marks the family record before the family's tokens. Read after our insert,
+        # the record is either unrevoked (then the revocation's update_many comes later and covers
+        # the new token) or revoked (then the new token is revoked here): it never escapes. This
+        # request still won the rotation, so it answers with the pair, which is already dead.
+        if await self._family_revoked(stored.family_id):
+            await collection.update_one({"token_hash": new_hash}, {"$set": {"revoked": True}})
+        return pair
 
     async def logout(self, refresh_token: str) -> None:
         stored = await RefreshToken.find_one(RefreshToken.token_hash == hash_refresh_token(refresh_token))
         if stored is not None:
-            await self._revoke_family(stored.family_id)
+            await self._revoke_family(stored.family_id, stored.user_id)
 
-    async def _revoke_family(self, family_id: str) -> None:
+    async def _family_revoked(self, family_id: str) -> bool:
+        record = await TokenFamily.get_pymongo_collection().find_one({"family_id": family_id}, {"revoked": 1})
+        return bool(record and record.get("revoked"))
+
+    async def _revoke_family(self, family_id: str, user_id: str) -> None:
+        """Record first, then the tokens, then the deny list for its unexpired access tokens."""
+        await TokenFamily.get_pymongo_collection().update_one(
+            {"family_id": family_id},
+            # Upsert: families from before family records existed get one too.
+            {"$set": {"revoked": True}, "$setOnInsert": {"user_id": user_id, "created_at": datetime.now(UTC)}},
+            upsert=True,
+        )
         await RefreshToken.get_pymongo_collection().update_many({"family_id": family_id}, {"$set": {"revoked": True}})
+        await self.tokens.deny_family(family_id)
 
     async def me(self, user_id: str) -> UserOut:
         user = await User.get(user_id)

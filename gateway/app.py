@@ -10,17 +10,17 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from beanie import init_beanie
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from pymongo import AsyncMongoClient
 
 from deploy import bus
@@ -29,10 +29,10 @@ from deploy.telemetry import setup_logging, setup_tracing
 from gateway.accounts import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts import AccountService
 from gateway.backlog import Backlog
-from gateway.errors import GatewayError, to_problem
+from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest
 from gateway.quotas import Quotas
 from gateway.routes import AuthController, ExecutionController, health, moved, ready
-from gateway.security import ApiQuotaMiddleware, RequestIdFilter, RequestIdMiddleware
+from gateway.security import ApiQuotaMiddleware, RequestIdFilter, check_metrics_token, with_request_id
 from gateway.services import ExecutionService
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService
@@ -66,8 +66,36 @@ PROBLEM_SCHEMA = Schema(
 )
 
 
+class Gateway(Litestar):
+    """The application, with request ids and security headers around everything it answers.
+
+    Around, not inside: Litestar's middleware runs only once a route matched, so its 404 and 405
+    answers (and anything failing in middleware) went without them.
+    """
+
+    async def __call__(
+        self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
+    ) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await with_request_id(scope, receive, send, super().__call__)  # type: ignore[arg-type]
+
+
+class GatewayRequest(Request):
+    """Bodies that are not JSON at all are the client's error (400), not ours (500)."""
+
+    async def json(self) -> object:
+        try:
+            return await super().json()
+        except UnicodeDecodeError:
+            raise InvalidRequest("the body is not valid UTF-8 JSON") from None
+        except RecursionError:
+            raise InvalidRequest("the body's JSON is nested too deeply") from None
+
+
 def document_problem_responses(app: Litestar) -> None:
-    """Every error is answered as application/problem+json (ProblemDetailsPlugin); say so in OpenAPI.
+    """Every error is answered as application/problem+json (gateway.errors); say so in OpenAPI.
 
     Litestar documents its generated error responses as application/json with another shape.
     """
@@ -77,7 +105,7 @@ def document_problem_responses(app: Litestar) -> None:
             if operation is None:
                 continue
             responses = operation.responses or {}
-            for code in ("400", "401", "404", "409", "410", "413", "429", "503"):
+            for code in ("400", "401", "404", "409", "410", "413", "422", "429", "500", "503"):
                 existing = responses.get(code)
                 description = existing.description if isinstance(existing, OpenAPIResponse) else "Problem"
                 responses[code] = OpenAPIResponse(
@@ -91,14 +119,15 @@ def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tracing = setup_tracing("gateway", settings.otel_exporter_otlp_endpoint)
-        nc, js = await bus.connect(settings.nats_url, "gateway")
+        # No reconnect buffer: a submission refused while NATS is down must not go out later.
+        nc, js = await bus.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
         redis = aioredis.from_url(settings.redis_url)
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
         try:
             await streams.provision(js, settings.bus_limits())
             await init_beanie(database=mongo[DATABASE], document_models=ACCOUNT_DOCUMENTS)
-            tokens = TokenService(settings)
+            tokens = TokenService(settings, redis)
             quotas = Quotas(redis)
             backlog.start()
             app.state.update(
@@ -136,6 +165,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
     class Metrics(PrometheusController):
         path = "/metrics"
         include_in_schema = False
+        guards = [check_metrics_token]
 
     prometheus = PrometheusConfig(
         app_name="coderunner_gateway",
@@ -143,7 +173,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         group_path=True,
         exclude_opt_key="skip_metrics",  # SSE streams would skew request-duration histograms
     )
-    return Litestar(
+    return Gateway(
         route_handlers=[AuthController, ExecutionController, health, ready, index, static_files, moved, Metrics],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
@@ -152,24 +182,66 @@ def create_app(settings: GatewaySettings) -> Litestar:
         },
         lifespan=[lifespan],
         on_startup=[document_problem_responses],
-        plugins=[
-            ProblemDetailsPlugin(
-                ProblemDetailsConfig(
-                    enable_for_all_http_exceptions=True,
-                    exception_to_problem_detail_map={GatewayError: to_problem},
-                )
-            ),
-            OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"])),
-        ],
-        middleware=[RequestIdMiddleware(), ApiQuotaMiddleware(settings), prometheus.middleware],
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"]))],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_class=GatewayRequest,
+        middleware=[ApiQuotaMiddleware(settings), prometheus.middleware],
         cors_config=CORSConfig(allow_origins=[settings.cors_origin], allow_credentials=False)
         if settings.cors_origin
         else None,
         openapi_config=OpenAPIConfig(title="Code Runner", version="1.0.0", path="/schema"),
-        request_max_body_size=settings.max_code_bytes + settings.max_stdin_bytes + 16 * 1024,
+        # JSON may escape every character of code and stdin as \u00XX (6 bytes for 1): the body may
+        # be that much larger; services check the limits on the decoded text.
+        request_max_body_size=6 * (settings.max_code_bytes + settings.max_stdin_bytes) + 16 * 1024,
         debug=False,
         logging_config=None,  # deploy.telemetry.setup_logging configured it (with request ids)
     )
+
+
+def header_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol plus the header timeout it lacks.
+
+    uvicorn (0.54) arms no timer until a first response is sent: a connection that sends nothing,
+    or half a request head, is held for ever (slowloris). This closes a connection whose request
+    head is not complete ``seconds`` after it opened or after its previous response. Bodies are
+    not timed: they are small (request_max_body_size) and only read by handlers that want them.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
 
 
 def main() -> None:
@@ -188,5 +260,7 @@ def main() -> None:
         proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=settings.http_keep_alive_seconds,  # type: ignore[arg-type]  # a float works
+        http=header_timeout_protocol(settings.http_header_timeout_seconds),
     )
     asyncio.run(uvicorn.Server(config).serve())

@@ -1,4 +1,14 @@
-"""The runners' backlog, cached: submissions read it without a JetStream call per request."""
+"""The runners' backlog, cached: submissions read it without a JetStream call per request.
+
+JetStream's figures are refreshed once a second; between refreshes this replica counts its own
+admissions, so a burst cannot overshoot the cap: a slot is reserved (synchronously, with the
+check) before the publish, released if the publish fails, and counted as published until a refresh
+that started after its ack has read it back from the consumer. The cap holds exactly for one
+replica (admissions acked during a refresh may be counted twice for up to a second, which only
+errs on the side of refusing). Replicas do not see each other's admissions until their next
+refresh: with R replicas the backlog may overshoot by up to (R - 1) times the free room within one
+refresh interval.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,9 @@ import time
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
+from gateway.errors import QueueFull
 from gateway.models import QueueStats
 from schemas import streams
 
@@ -27,17 +39,45 @@ class Backlog:
         self.updated_at = datetime.now(UTC)
         self._last_floor: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.reserved = 0  # admitted here, publish not yet acked
+        self.published = 0  # acked here, not yet read back by a refresh
 
     @property
     def depth(self) -> int:
+        """The backlog as JetStream last reported it."""
         return self.pending + self.in_flight
 
     @property
+    def admission_depth(self) -> int:
+        """The backlog including this replica's admissions since the last refresh."""
+        return self.depth + self.reserved + self.published
+
+    @property
     def full(self) -> bool:
-        return self.depth >= self.capacity
+        return self.admission_depth >= self.capacity
+
+    def admit(self) -> None:
+        """Reserve room for one submission, or raise 503 with an estimate of the wait."""
+        if self.full:
+            wait = self.estimated_wait()
+            raise QueueFull(
+                f"the runners are busy ({self.admission_depth} jobs waiting); estimated wait {wait:.0f} s",
+                headers={"Retry-After": str(max(1, min(300, round(wait))))},
+            )
+        self.reserved += 1
+
+    def published_one(self) -> None:
+        """The reserved submission was stored: it counts until a refresh sees it."""
+        self.reserved = max(0, self.reserved - 1)
+        self.published += 1
+
+    def release(self) -> None:
+        """The reserved submission was not stored (or was a duplicate)."""
+        self.reserved = max(0, self.reserved - 1)
 
     def estimated_wait(self) -> float:
-        return round(self.depth / self.rate, 1) if self.rate > 0 else float(self.depth)
+        depth = self.admission_depth
+        return round(depth / self.rate, 1) if self.rate > 0 else float(depth)
 
     def stats(self) -> QueueStats:
         return QueueStats(
@@ -50,7 +90,15 @@ class Backlog:
         )
 
     async def refresh(self) -> None:
-        info = await self.js.consumer_info(streams.SUBMISSIONS, streams.RUNNER_CONSUMER)
+        seen = self.published  # acked before this read: the consumer's figures include them
+        try:
+            info = await self.js.consumer_info(streams.SUBMISSIONS, streams.RUNNER_CONSUMER)
+        except NotFoundError:
+            # No runner has made its consumer yet, so there is no figure: count from zero again
+            # each interval, as before (a burst is still held to the cap within one interval).
+            self.published = max(0, self.published - seen)
+            raise
+        self.published = max(0, self.published - seen)
         self.pending = info.num_pending or 0
         self.in_flight = info.num_ack_pending or 0
         now = time.monotonic()

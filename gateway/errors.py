@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from litestar.plugins.problem_details import ProblemDetailsException
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
 
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from nats.errors import Error as NatsError
+
+log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://coderunner.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 class GatewayError(Exception):
@@ -39,10 +48,6 @@ class Unauthorized(GatewayError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
 
 
-class Forbidden(GatewayError):
-    status, title, slug = 403, "Forbidden", "forbidden"
-
-
 class Conflict(GatewayError):
     status, title, slug = 409, "Conflict", "conflict"
 
@@ -63,11 +68,82 @@ class BusUnavailable(GatewayError):
     status, title, slug = 503, "Queue unavailable", "queue-unavailable"
 
 
-def to_problem(exc: GatewayError) -> ProblemDetailsException:
-    return ProblemDetailsException(
-        status_code=exc.status,
-        title=exc.title,
-        detail=exc.detail or exc.title,
-        type_=PROBLEM_BASE + exc.slug,
-        headers=exc.headers,
+class IdempotencyKeyReused(GatewayError):
+    # draft-ietf-httpapi-idempotency-key-header: a key reused with another payload is 422.
+    status, title, slug = 422, "Idempotency-Key reused", "idempotency-key-reused"
+
+
+# --- answers: every error is an RFC 9457 problem document ------------------------------------------
+
+_SLUGS = {
+    400: "invalid-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+    406: "not-acceptable", 409: "conflict", 413: "too-large", 415: "unsupported-media-type", 429: "rate-limited",
+    500: "internal", 503: "unavailable",
+}  # fmt: skip
+RETRY_AFTER_BUS = "2"
+
+
+def problem(
+    status: int,
+    title: str,
+    slug: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Any = None,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
+
+
+def _where(request: Request[Any, Any, Any]) -> str:
+    return f"{request.method} {request.scope.get('path', '?')}"
+
+
+def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[dict[str, Any]]:
+    if exc.status >= 500:
+        cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+        log.warning("%s answered %d: %s%s", _where(request), exc.status, exc.detail or exc.title, cause)
+    return problem(exc.status, exc.title, exc.slug, exc.detail or exc.title, headers=exc.headers)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own errors: validation, routing (404, 405), body too large..."""
+    status = exc.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    if status >= 500:
+        log.error("%s answered %d", _where(request), status, exc_info=exc)
+        return problem(status, title, _SLUGS.get(status, f"http-{status}"), title, headers=exc.headers)
+    detail = exc.detail if exc.detail and exc.detail != title else title
+    return problem(status, title, _SLUGS.get(status, f"http-{status}"), detail, headers=exc.headers, extra=exc.extra)
+
+
+def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[dict[str, Any]]:
+    """A NATS error no service turned into an answer: the bus is unavailable, try again."""
+    log.warning("%s answered 503: NATS %s: %s", _where(request), type(exc).__name__, exc)
+    return problem(
+        503,
+        BusUnavailable.title,
+        BusUnavailable.slug,
+        "the queue is unavailable; try again shortly",
+        headers={"Retry-After": RETRY_AFTER_BUS},
     )
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything else is a bug or an outage: log it with its traceback; tell the client nothing of it."""
+    log.error("%s failed: %s: %s", _where(request), type(exc).__name__, exc, exc_info=exc)
+    return problem(500, "Internal error", "internal", "the server failed; the request id identifies it in the logs")
+
+
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
+    GatewayError: gateway_error,
+    HTTPException: http_error,
+    NatsError: bus_error,
+    Exception: unexpected_error,
+}

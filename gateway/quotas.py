@@ -1,46 +1,91 @@
-"""Quotas shared by every gateway replica: fixed windows in Redis, checked and counted atomically.
+"""Quotas shared by every gateway replica: sliding windows in Redis, checked and counted atomically.
 
-One Lua script checks every window of a request first and counts it in all of them only if none
-is full, so concurrent requests cannot race past a limit and rejected requests use up nothing.
+Each policy keeps a sliding log (a sorted set of the admitted requests' times) per subject, so a
+limit holds over *every* window of its length, not per calendar minute: 10 per minute admits 10
+in any 60 s, never 20 across a minute boundary. One Lua script checks every policy of a request
+first and counts it in all of them only if none is full, so concurrent requests cannot race past
+a limit and rejected requests use up nothing. A request that is admitted and then fails before
+doing anything (the queue is unavailable) is given back with :meth:`Quotas.refund`.
+The clock is Redis's, so replicas with skewed clocks still share one window.
+
 Answers carry the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers):
-``RateLimit-Policy: "exec-minute";q=10;w=60`` and ``RateLimit: "exec-minute";r=9;t=42``.
+``RateLimit-Policy: "exec-minute";q=10;w=60`` and ``RateLimit: "exec-minute";r=9;t=42``, where
+``t`` is when the oldest counted request leaves the window (one more unit comes back then).
+
+:class:`StreamSlots` caps concurrent event streams per user and per job the same way: a sorted set
+of open streams scored by their lease's expiry, renewed while a stream is open, so a replica that
+dies without closing its streams frees their slots when the leases run out.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from gateway.errors import TooManyRequests
 
-# KEYS: one counter per window. ARGV: now, then (limit, window) per key.
-# Returns {allowed, index of the first full window or 0, remaining..., reset...}.
-_SCRIPT = """
-local now = tonumber(ARGV[1])
-local n = #KEYS
+# KEYS: one sorted set per policy. ARGV: member, then (limit, window ms) per key.
+# Returns {1, 0, remaining, reset ms, ...} or {0, index of the first full policy, retry ms}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = ARGV[1]
 local counts = {}
-for i = 1, n do
+for i = 1, #KEYS do
   local limit = tonumber(ARGV[2 * i])
-  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local window = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[i])
   counts[i] = count
   if count >= limit then
-    local ttl = redis.call('PTTL', KEYS[i])
-    return {0, i, ttl}
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    local retry = window
+    if oldest[2] then retry = tonumber(oldest[2]) + window - now end
+    return {0, i, retry}
   end
 end
 local out = {1, 0}
-for i = 1, n do
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i])
   local window = tonumber(ARGV[2 * i + 1])
-  local count = redis.call('INCR', KEYS[i])
-  if count == 1 then
-    redis.call('PEXPIRE', KEYS[i], window * 1000)
-  end
-  table.insert(out, tonumber(ARGV[2 * i]) - count)
-  table.insert(out, redis.call('PTTL', KEYS[i]))
+  redis.call('ZADD', KEYS[i], now, member)
+  redis.call('PEXPIRE', KEYS[i], window)
+  local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  table.insert(out, limit - counts[i] - 1)
+  table.insert(out, tonumber(oldest[2]) + window - now)
 end
 return out
+"""
+
+# KEYS: the user's and the job's sets of open streams. ARGV: member, lease ms, user limit, job limit.
+# Returns {1, 0} when admitted, else {0, 1 (user full) or 2 (job full)}.
+_OPEN_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then
+    return {0, i}
+  end
+end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]))
+end
+return {1, 0}
+"""
+
+# KEYS: the same two sets. ARGV: member, lease ms. Extends the lease of a stream still open.
+_RENEW_STREAM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]))
+end
+return 1
 """
 
 
@@ -57,25 +102,32 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class Decision:
     headers: dict[str, str]
+    # What refund() needs to give the request back.
+    keys: tuple[str, ...] = ()
+    member: str = ""
+
+
+def _seconds(ms: int) -> int:
+    return max(0, -(-ms // 1000))
 
 
 class Quotas:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._script = redis.register_script(_SCRIPT)
+        self._take = redis.register_script(_TAKE)
 
     async def take(self, subject: str, policies: list[Policy]) -> Decision:
         """Count one request for ``subject`` against every policy, or raise 429 without counting."""
-        now = int(time.time())
-        keys = [f"coderunner:quota:{p.name}:{subject}:{now // p.window}" for p in policies]
-        args: list[int] = [now]
+        keys = [f"coderunner:quota:{p.name}:{subject}" for p in policies]
+        member = secrets.token_hex(8)
+        args: list[str | int] = [member]
         for p in policies:
-            args += [p.limit, p.window]
-        result = [int(x) for x in await self._script(keys=keys, args=args)]
+            args += [p.limit, p.window * 1000]
+        result = [int(x) for x in await self._take(keys=keys, args=args)]
         policy_header = ", ".join(p.header() for p in policies)
         if result[0] == 0:
             full = policies[result[1] - 1]
-            retry = max(1, -(-result[2] // 1000)) if result[2] > 0 else full.window
+            retry = max(1, _seconds(result[2]))
             raise TooManyRequests(
                 f"{full.name} quota of {full.limit} per {full.window} s reached",
                 headers={
@@ -84,12 +136,66 @@ class Quotas:
                     "RateLimit": f'"{full.name}";r=0;t={retry}',
                 },
             )
-        # Report the tightest window (least remaining) in RateLimit.
+        # Report the tightest policy (least remaining) in RateLimit.
         pairs = [(result[2 + 2 * i], result[3 + 2 * i], p) for i, p in enumerate(policies)]
         remaining, reset_ms, tightest = min(pairs, key=lambda x: x[0])
         return Decision(
             headers={
                 "RateLimit-Policy": policy_header,
-                "RateLimit": f'"{tightest.name}";r={remaining};t={max(0, -(-reset_ms // 1000))}',
-            }
+                "RateLimit": f'"{tightest.name}";r={remaining};t={_seconds(reset_ms)}',
+            },
+            keys=tuple(keys),
+            member=member,
         )
+
+    async def refund(self, decision: Decision) -> None:
+        """Give back a request that was counted but did nothing (e.g. it was not queued)."""
+        if decision.keys:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for key in decision.keys:
+                    pipe.zrem(key, decision.member)
+                await pipe.execute()
+
+
+@dataclass(slots=True)
+class StreamSlot:
+    keys: tuple[str, str]
+    member: str
+    lease_ms: int
+    renewed_at: float = field(default=0.0)
+
+
+class StreamSlots:
+    """At most ``per_user`` open event streams per user and ``per_job`` per job, across replicas."""
+
+    def __init__(self, redis: aioredis.Redis, *, per_user: int, per_job: int, lease_seconds: float) -> None:
+        self.redis = redis
+        self.per_user = per_user
+        self.per_job = per_job
+        self.lease_ms = int(lease_seconds * 1000)
+        self._open = redis.register_script(_OPEN_STREAM)
+        self._renew = redis.register_script(_RENEW_STREAM)
+
+    async def acquire(self, user_id: str, job_id: str) -> StreamSlot:
+        keys = (f"coderunner:streams:user:{user_id}", f"coderunner:streams:job:{job_id}")
+        member = secrets.token_hex(8)
+        ok, which = (
+            int(x) for x in await self._open(keys=list(keys), args=[member, self.lease_ms, self.per_user, self.per_job])
+        )
+        if not ok:
+            detail = (
+                f"you have {self.per_user} event streams open already; close one first"
+                if which == 1
+                else f"this job has {self.per_job} event streams open already; close one first"
+            )
+            raise TooManyRequests(detail, headers={"Retry-After": "5"})
+        return StreamSlot(keys=keys, member=member, lease_ms=self.lease_ms)
+
+    async def renew(self, slot: StreamSlot) -> None:
+        await self._renew(keys=list(slot.keys), args=[slot.member, slot.lease_ms])
+
+    async def release(self, slot: StreamSlot) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in slot.keys:
+                pipe.zrem(key, slot.member)
+            await pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -45,22 +46,31 @@ async def provide_principal(request: Request, tokens: TokenService) -> Principal
     token = bearer(request)
     if token is None:
         raise Unauthorized("sign in and send `Authorization: Bearer <accessToken>`")
-    return tokens.principal(token)
+    return await tokens.principal(token)
 
 
 async def provide_optional_principal(request: Request, tokens: TokenService) -> Principal | None:
     token = bearer(request)
-    return tokens.principal(token) if token else None
+    if token:
+        return await tokens.principal(token)
+    ticket = request.query_params.get("ticket")
+    if ticket:
+        await tokens.check_ticket(ticket)  # a signed-out login's tickets stop working too
+    return None
 
 
 AUTHENTICATED = Provide(provide_principal)
 MAYBE_AUTHENTICATED = Provide(provide_optional_principal)
 
 
+_SEQUENCE_RE = re.compile(r"[0-9]{1,19}")
+
+
 def _last_event_id(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit() or len(raw) > 19:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not _SEQUENCE_RE.fullmatch(raw):
         raise InvalidRequest("Last-Event-ID must be a stream sequence number from this stream's `id:` lines")
     return int(raw)
 
@@ -121,7 +131,9 @@ class ExecutionController(Controller):
         principal: Principal,
         idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[SubmitAccepted]:
-        accepted, headers = await service.submit(data, user_id=principal.user_id, idempotency_key=idempotency_key)
+        accepted, headers = await service.submit(
+            data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
+        )
         return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": accepted.result_url, **headers})
 
     @get(
@@ -149,9 +161,10 @@ class ExecutionController(Controller):
         last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         after = _last_event_id(last_event_id)
-        await service.authorize_stream(job_id, principal, ticket)
+        reader = await service.authorize_stream(job_id, principal, ticket)
+        events = await service.open_events(job_id, after, reader=reader)
         return ServerSentEvent(
-            _to_sse(service.events(job_id, after)),
+            _to_sse(events),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 

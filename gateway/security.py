@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextvars
+import hmac
 import json
 import logging
 import re
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
+from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PROBLEM_BASE, TooManyRequests
+from gateway.errors import PROBLEM_BASE, TooManyRequests, Unauthorized
 from gateway.quotas import Policy, Quotas
 from gateway.settings import GatewaySettings
 
+log = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -58,31 +63,50 @@ def client_address(scope: Scope, trusted_proxies: Iterable[str]) -> str:
     return peer
 
 
-class RequestIdMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+async def with_request_id(scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+    """Run one HTTP request with its request id set, echoed, and the security headers added.
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        incoming = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else secrets.token_hex(8)
-        token = request_id.set(rid)
+    Wrapped around the whole application (see ``gateway.app.Gateway``), not as a Litestar
+    middleware: those run only once a route matched, so 404 and 405 answers went without.
+    """
+    incoming = ""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            incoming = value.decode("latin-1")
+            break
+    rid = incoming if _REQUEST_ID_RE.fullmatch(incoming) else secrets.token_hex(8)
+    token = request_id.set(rid)
+    started = False
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                headers["x-request-id"] = rid
-                for key, value in SECURITY_HEADERS.items():
-                    if key not in headers:
-                        headers[key] = value
-            await send(message)
+    async def send_with_headers(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+            headers = MutableScopeHeaders.from_message(message)
+            headers["x-request-id"] = rid
+            for key, value in SECURITY_HEADERS.items():
+                if key not in headers:
+                    headers[key] = value
+        await send(message)
 
-        try:
-            await next_app(scope, receive, send_with_headers)
-        finally:
-            request_id.reset(token)
+    try:
+        await next_app(scope, receive, send_with_headers)
+    except Exception:
+        # Only what Litestar could not answer gets here: mostly failures after the response started.
+        log.exception("%s %s failed%s", scope.get("method"), scope.get("path"), " mid-response" if started else "")
+        raise
+    finally:
+        request_id.reset(token)
+
+
+def check_metrics_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of ``/metrics``: with ``METRICS_TOKEN`` set, only ``Authorization: Bearer <token>``."""
+    expected: str | None = connection.app.state.settings.metrics_token
+    if expected is None:
+        return
+    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("send `Authorization: Bearer <METRICS_TOKEN>`")
 
 
 # Routes outside the per-client API quota: probes, metrics, docs and the page itself.

@@ -6,32 +6,42 @@ No code ever runs here: the only way to execute is to publish a submission to Je
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio
 import msgspec
 import redis.asyncio as aioredis
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import Error as JsError
 
 from deploy import bus
 from gateway.backlog import Backlog
-from gateway.errors import BusUnavailable, CodeTooLarge, InvalidRequest, JobNotFound, QueueFull, Unauthorized
+from gateway.errors import (
+    RETRY_AFTER_BUS,
+    BusUnavailable,
+    CodeTooLarge,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    JobNotFound,
+    Unauthorized,
+)
 from gateway.models import SubmitAccepted, SubmitRequest
-from gateway.quotas import Policy, Quotas
+from gateway.quotas import Decision, Policy, Quotas, StreamSlot, StreamSlots
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
 from schemas import streams, subjects
 from schemas.executions import ExecutionEvent, ExecutionFinished, ExecutionStarted, execution_decoder
 from schemas.results import JobResult, apply, cache_key
-from schemas.submissions import Limits, MiB, SubmissionRequested
+from schemas.submissions import Limits, SubmissionRequested
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,13 @@ class ExecutionService:
         self.tokens = tokens
         self.quotas = quotas
         self.backlog = backlog
+        # A stream renews its lease at least every heartbeat; a dead replica's slots free up after it.
+        self.stream_slots = StreamSlots(
+            redis,
+            per_user=settings.sse_max_streams_per_user,
+            per_job=settings.sse_max_streams_per_job,
+            lease_seconds=max(30.0, 3 * settings.sse_heartbeat_seconds),
+        )
         self.exec_policies = [
             Policy("exec-minute", settings.exec_limit_per_minute, 60),
             Policy("exec-day", settings.exec_limit_per_day, 86_400),
@@ -85,14 +102,20 @@ class ExecutionService:
         self.run_limits = Limits(
             wall_time_ms=settings.run_wall_time_ms,
             cpu_time_ms=settings.run_wall_time_ms,
-            memory_bytes=settings.run_memory_mb * MiB,
             output_bytes=settings.run_output_bytes,
         )
 
     async def submit(
-        self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None
+        self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None, family_id: str | None = None
     ) -> tuple[SubmitAccepted, dict[str, str]]:
-        """Queue a submission; returns the answer and the quota headers that go with it."""
+        """Queue a submission; returns the answer and the quota headers that go with it.
+
+        A 503 means "not queued": the quota is given back and nothing goes out later. When the
+        publish went out but its ack did not come back, whether it was stored is unknown: that is
+        answered 202 (the job may run; the quota stays spent), and a retry with the same
+        Idempotency-Key is safe.
+        """
+        # Limits apply to the decoded text (UTF-8 bytes), however the client escaped it.
         if len(request.code.encode()) > self.settings.max_code_bytes:
             raise CodeTooLarge(f"code is larger than {self.settings.max_code_bytes} bytes")
         if len(request.stdin.encode()) > self.settings.max_stdin_bytes:
@@ -103,20 +126,29 @@ class ExecutionService:
             0 < len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX and idempotency_key.isprintable()
         ):
             raise InvalidRequest(f"Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable characters")
-        if self.backlog.full:
-            wait = self.backlog.estimated_wait()
-            raise QueueFull(
-                f"the runners are busy ({self.backlog.depth} jobs waiting); estimated wait {wait:.0f} s",
-                headers={"Retry-After": str(max(1, min(300, round(wait))))},
-            )
         job_id = job_id_for(user_id, idempotency_key)
-        ticket = self.tokens.sse_ticket(user_id, job_id)
+        # The ticket belongs to this login (family): signing out ends its streams too.
+        ticket = self.tokens.sse_ticket(user_id, job_id, family_id)
         accepted = SubmitAccepted(
             job_id=job_id,
             status="queued",
             events_url=f"/execution/result/{job_id}/events?ticket={ticket}",
             result_url=f"/execution/result/{job_id}",
         )
+        if idempotency_key is not None:
+            # Past JetStream's duplicate window a retried key must still not run twice (and a
+            # retry does not count against the quota).
+            with _bus_errors("the submission queue is unavailable"):
+                stored = await bus.submission_of(self.js, job_id)
+            if stored is not None:
+                _check_same_payload(stored, request)
+                return accepted, {}
+        self.backlog.admit()  # raises 503 when full; reserves room otherwise
+        try:
+            decision = await self.quotas.take(f"user:{user_id}", self.exec_policies)
+        except BaseException:
+            self.backlog.release()
+            raise
         event = SubmissionRequested(
             job_id=job_id,
             mode="run",  # graded submissions arrive with problems and tests
@@ -128,29 +160,52 @@ class ExecutionService:
             submitted_at=datetime.now(UTC),
         )
         try:
-            # Past JetStream's duplicate window a retried key must still not run twice (and a
-            # retry does not count against the quota).
-            if idempotency_key is not None and await bus.submission_of(self.js, job_id) is not None:
-                return accepted, {}
-        except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
-            raise BusUnavailable("the submission queue is unavailable", headers={"Retry-After": "2"}) from exc
-        decision = await self.quotas.take(f"user:{user_id}", self.exec_policies)
-        try:
             # Nats-Msg-Id makes concurrent retries inside the window collapse into one message.
             ack = await bus.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
-        except (TimeoutError, NatsError, JsError, NatsTimeoutError) as exc:
-            log.warning("publish failed for job %s: %s", job_id, exc)
+        except bus.NotPublished as exc:
+            self.backlog.release()
+            await self._refund(decision)
+            log.warning("job %s not queued: %s", job_id, exc)
             raise BusUnavailable(
-                "the submission queue is unavailable; try again shortly", headers={"Retry-After": "2"}
+                "the submission queue is unavailable; nothing was queued, try again shortly",
+                headers={"Retry-After": RETRY_AFTER_BUS},
             ) from exc
-        log.info("job %s queued (seq %s%s)", job_id, ack.seq, ", duplicate" if ack.duplicate else "")
+        except (TimeoutError, NatsError) as exc:
+            # The message went out; whether JetStream stored it is unknown. Count it as queued.
+            self.backlog.published_one()
+            log.warning("job %s: publish unconfirmed (%s: %s); answered as queued", job_id, type(exc).__name__, exc)
+            return accepted, decision.headers
+        except BaseException:
+            self.backlog.release()
+            await self._refund(decision)
+            raise
+        if ack.duplicate:
+            # Another request with this key got there first (inside the duplicate window).
+            self.backlog.release()
+            await self._refund(decision)
+            if idempotency_key is not None:
+                with _bus_errors("the submission queue is unavailable"):
+                    stored = await bus.submission_of(self.js, job_id)
+                if stored is not None:
+                    _check_same_payload(stored, request)
+            log.info("job %s: duplicate submission (seq %s)", job_id, ack.seq)
+            return accepted, {}
+        self.backlog.published_one()
+        log.info("job %s queued (seq %s)", job_id, ack.seq)
         return accepted, decision.headers
+
+    async def _refund(self, decision: Decision) -> None:
+        try:
+            await self.quotas.refund(decision)
+        except Exception as exc:  # the request's own answer matters more than the refund
+            log.warning("quota refund failed: %s", exc)
 
     async def _authorize(self, job_id: str, principal: Principal) -> None:
         """A job is visible to its owner and to staff; anyone else gets the same 404 as for no job."""
         if not subjects.JOB_ID_RE.fullmatch(job_id):
             raise JobNotFound(f"no job {job_id!r}")
-        submission = await bus.submission_of(self.js, job_id)
+        with _bus_errors("the job store is unavailable"):
+            submission = await bus.submission_of(self.js, job_id)
         if submission is None or (submission.user_id != principal.user_id and not principal.is_staff):
             raise JobNotFound(f"no job {job_id!r}")
 
@@ -159,31 +214,57 @@ class ExecutionService:
         cached = await self.redis.get(cache_key(job_id))
         if cached is not None:
             return msgspec.json.decode(cached, type=JobResult)
-        return await bus.fold_job(self.js, job_id)
+        with _bus_errors("the job store is unavailable"):
+            return await bus.fold_job(self.js, job_id)
 
-    async def authorize_stream(self, job_id: str, principal: Principal | None, ticket: str | None) -> None:
+    async def authorize_stream(self, job_id: str, principal: Principal | None, ticket: str | None) -> str:
+        """Check who may read the job's events; returns the reader's user id."""
         if principal is None:
             if not ticket:
                 raise Unauthorized("send a bearer token, or the ticket from eventsUrl")
             principal = Principal(user_id=self.tokens.ticket_job(ticket, job_id), role="student")
         await self._authorize(job_id, principal)
+        return principal.user_id
 
-    async def events(self, job_id: str, after_seq: int) -> AsyncIterator[StreamItem]:
-        """The job's events after ``after_seq``, live, then its final result.
+    async def open_events(self, job_id: str, after_seq: int, *, reader: str) -> AsyncIterator[StreamItem]:
+        """Take a stream slot and subscribe now (so a refusal or an outage is still an HTTP answer);
+        the iterator then yields the job's events after ``after_seq``, live, then its final result.
 
         An ordered consumer replays the job's subject from the start: events up to ``after_seq`` are
-        folded (so ``done`` is complete after a resume) but not sent again.
+        folded (so ``done`` is complete after a resume) but not sent again. When the iterator ends,
+        however it ends (the client went away, above all), the consumer is deleted on the server and
+        the slot released.
         """
-        sub = await self.js.subscribe(
-            subjects.executions_of(job_id),
-            stream=streams.EXECUTIONS,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            config=ConsumerConfig(inactive_threshold=60.0),
-        )
+        slot = await self.stream_slots.acquire(reader, job_id)
+        try:
+            with _bus_errors("the event stream is unavailable"):
+                sub = await self.js.subscribe(
+                    subjects.executions_of(job_id),
+                    stream=streams.EXECUTIONS,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.ALL,
+                    # Only a backstop: the consumer is deleted when the stream ends.
+                    config=ConsumerConfig(inactive_threshold=60.0),
+                )
+        except BaseException:
+            await self.stream_slots.release(slot)
+            raise
+        return self._events(job_id, after_seq, sub, slot)
+
+    async def _events(
+        self, job_id: str, after_seq: int, sub: JetStreamContext.PushSubscription, slot: StreamSlot
+    ) -> AsyncIterator[StreamItem]:
         result = JobResult(job_id=job_id)
+        renew_every = min(self.settings.sse_heartbeat_seconds, slot.lease_ms / 3000)
+        slot.renewed_at = time.monotonic()
         try:
             while not result.terminal:
+                if time.monotonic() - slot.renewed_at >= renew_every:
+                    try:
+                        await self.stream_slots.renew(slot)
+                    except Exception as exc:  # a lapsed lease only frees the slot early
+                        log.warning("stream slot renewal failed: %s", exc)
+                    slot.renewed_at = time.monotonic()
                 try:
                     msg = await sub.next_msg(timeout=self.settings.sse_heartbeat_seconds)
                 except NatsTimeoutError:
@@ -200,7 +281,38 @@ class ExecutionService:
                     yield StreamItem(kind="event", seq=seq, name=event_name(event), data=msg.data)
             yield StreamItem(kind="done", data=msgspec.json.encode(result))
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # the ephemeral consumer expires on its own
-                log.debug("unsubscribe failed: %s", exc)
+            # The response's task group is cancelled when the client goes away, and anyio cancels
+            # every await in it again: shield the clean-up, or it never reaches the server.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._close_stream(sub, slot)
+
+    async def _close_stream(self, sub: JetStreamContext.PushSubscription, slot: StreamSlot) -> None:
+        # nats-py's unsubscribe leaves the consumer to its inactive threshold; delete it now. (The
+        # ordered consumer may have been re-created under another name: _consumer is the current.)
+        consumer = getattr(sub, "_consumer", None)
+        try:
+            await sub.unsubscribe()
+            if consumer:
+                await self.js.delete_consumer(streams.EXECUTIONS, consumer)
+        except Exception as exc:  # it expires on its own after the inactive threshold
+            log.debug("stream clean-up failed: %s", exc)
+        try:
+            await self.stream_slots.release(slot)
+        except Exception as exc:  # the lease runs out on its own
+            log.debug("stream slot release failed: %s", exc)
+
+
+def _check_same_payload(stored: SubmissionRequested, request: SubmitRequest) -> None:
+    if (stored.code, stored.stdin, stored.problem_id) != (request.code, request.stdin, request.problem_id):
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a submission with other code or stdin; use a new key"
+        )
+
+
+@contextlib.contextmanager
+def _bus_errors(detail: str) -> Iterator[None]:
+    """NATS failing on a read path: 503 with Retry-After (NotFound is an answer, handled by callers)."""
+    try:
+        yield
+    except (TimeoutError, NatsError) as exc:
+        raise BusUnavailable(f"{detail}; try again shortly", headers={"Retry-After": RETRY_AFTER_BUS}) from exc

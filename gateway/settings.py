@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
+import msgspec
 from msgspec import Meta
 
 from deploy.config import PositiveFloat, PositiveInt, Url
@@ -52,13 +54,38 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     max_code_bytes: PositiveInt = 64 * 1024
     max_stdin_bytes: PositiveInt = 64 * 1024
     sse_heartbeat_seconds: PositiveFloat = 15.0
+    # Concurrent event streams, across replicas (counted in Redis): more get 429.
+    sse_max_streams_per_user: PositiveInt = 10
+    sse_max_streams_per_job: PositiveInt = 3
+    # A connection whose request head has not fully arrived this long after it opened (or after
+    # its previous response) is closed; an idle keep-alive connection after HTTP_KEEP_ALIVE_SECONDS.
+    http_header_timeout_seconds: PositiveFloat = 10.0
+    http_keep_alive_seconds: PositiveFloat = 5.0
+    # Bearer token that GET /metrics requires when set; required (and checked for strength) in
+    # production. Unset in development and staging: /metrics is open.
+    metrics_token: str | None = None
     # Limits applied to a plain Run (graded jobs take theirs from the problem).
     run_wall_time_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5_000
-    run_memory_mb: Annotated[int, Meta(ge=16, le=16384)] = 128
     run_output_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
 
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> list[str]:
+        """Secrets that are weak, or missing where the environment requires them (each one named)."""
+        problems = []
+        for name in ("jwt_secret", "metrics_token"):
+            if values.get(name) is not None:
+                try:
+                    check_secret(name.upper(), values[name])
+                except ValueError as exc:
+                    problems.append(str(exc))
+        if values.get("metrics_token") is None and values.get("app_env") == "production":
+            problems.append("METRICS_TOKEN is required in production (GET /metrics is public without it)")
+        return problems
+
     def __post_init__(self) -> None:
-        check_secret("JWT_SECRET", self.jwt_secret)
+        problems = self.check_values(msgspec.structs.asdict(self))
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

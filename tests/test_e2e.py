@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 
@@ -233,22 +234,39 @@ def test_trace_context_crosses_the_bus(stack: Stack, runner, nats_url: str) -> N
         job = submit(client, "print('traced')")
         read_events(client, job["eventsUrl"])
 
-    async def headers() -> dict[str, str]:
+    async def headers() -> tuple[dict[str, str], dict[str, str]]:
         nc = await nats.connect(nats_url)
-        msg = await nc.jetstream().get_msg(streams.SUBMISSIONS, subject=subjects.submission(job["jobId"]))
+        js = nc.jetstream()
+        msg = await js.get_msg(streams.SUBMISSIONS, subject=subjects.submission(job["jobId"]))
+        finished = await js.get_msg(streams.EXECUTIONS, subject=subjects.finished_of(job["jobId"]))
         await nc.close()
-        return dict(msg.headers or {})
+        return dict(msg.headers or {}), dict(finished.headers or {})
 
-    hdrs = asyncio.run(headers())
+    hdrs, runner_hdrs = asyncio.run(headers())
     assert hdrs["Nats-Msg-Id"] == job["jobId"]
-    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", hdrs["traceparent"])
+    traceparent = r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}"
+    gateway_side = re.fullmatch(traceparent, hdrs["traceparent"])
+    runner_side = re.fullmatch(traceparent, runner_hdrs.get("traceparent", ""))
+    assert gateway_side and runner_side, runner_hdrs
+    # The runner continued the gateway's trace (same trace id) in a span of its own.
+    assert runner_side.group(1) == gateway_side.group(1)
+    assert runner_side.group(2) != gateway_side.group(2)
+
+
+def _health_requests_counted(client: httpx.Client) -> float:
+    body = client.get("/metrics").text
+    pattern = r'^coderunner_requests_total\{[^}]*path="/health"[^}]*status_code="200"[^}]*\} ([0-9.e+]+)$'
+    return sum(float(m) for m in re.findall(pattern, body, re.M))
 
 
 def test_metrics_are_exposed(stack: Stack) -> None:
     with stack.client() as client:
-        client.get("/health")
+        before = _health_requests_counted(client)
+        for _ in range(3):
+            client.get("/health")
+        assert _health_requests_counted(client) == before + 3
         body = client.get("/metrics").text
-    assert "coderunner_requests_total" in body or "coderunner_request_duration_seconds" in body
+    assert re.search(r'^coderunner_request_duration_seconds_bucket\{[^}]*path="/health"', body, re.M)
 
 
 def test_ready_reports_an_unreachable_dependency(stack: Stack) -> None:
@@ -294,3 +312,7 @@ def test_runner_answers_with_its_pool_stats(stack: Stack, runner, nats_url: str)
     assert stats.pool.warm_hits >= 3
     assert stats.pool.created >= stats.pool.destroyed + stats.pool.idle
     assert stats.concurrency == 2
+    # Which mechanism enforces each limit is reported, and matches this host.
+    assert set(stats.enforcement) >= {"memory", "pids", "cpu", "seccomp"}
+    if all(os.access(f"/sys/fs/cgroup/{c}", os.W_OK) for c in ("memory", "pids", "cpu")):
+        assert stats.enforcement["memory"] == "cgroup v1"
