@@ -71,20 +71,49 @@ def _cmdline(pid: int) -> str:
     return "?"
 
 
+def _status(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def _marked(pid: int, token: str) -> bool:
+    try:
+        return f"{MARK}={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def _ours(pid: int, token: str, before: Snapshot) -> bool:
+    """Started by this session: it carries the mark, or it is a sandbox process (clean environment)
+    descended from this session, or orphaned since the session began. Another session's live
+    sandboxes are not ours."""
     if pid == os.getpid():
         return False
+    status = _status(pid)
+    if not status or status.get("State", "").startswith(("Z", "X")):
+        return False  # a zombie holds nothing but a table entry; its parent reaps it
+    if _marked(pid, token):
+        return True
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        if "\nState:\tZ" in status:
-            return False  # a zombie holds nothing but a table entry; its parent reaps it
-        uid = int(status.split("\nUid:\t", 1)[1].split()[0])
-        if uid in SANDBOX_UIDS and pid not in before.pids:
-            return True
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except (OSError, IndexError, ValueError):
+        uid = int(status["Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
         return False
-    return f"{MARK}={token}".encode() in environ.split(b"\0")
+    if uid not in SANDBOX_UIDS or pid in before.pids:
+        return False
+    ancestor = pid
+    for _ in range(64):
+        parent = int(_status(ancestor).get("PPid", "0") or 0)
+        if parent in (0, 1):
+            return True  # orphaned: nobody will end it
+        if parent == os.getpid() or _marked(parent, token):
+            return True
+        if int(_status(parent).get("Uid", "0").split()[0]) not in SANDBOX_UIDS:
+            return False  # started by a live process of someone else's
+        ancestor = parent
+    return False
 
 
 def runner_id(name: str = "tests") -> str:
@@ -109,12 +138,22 @@ def _containers(token: str) -> list[str]:
         return []
 
 
+def _cgroup_ours(path: Path, token: str) -> bool:
+    """A sandbox cgroup is named ``<owner pid>-<runner>``: ours if its owner is ours or dead."""
+    for part in path.parts:
+        owner = part.split("-", 1)[0]
+        if owner.isdigit() and "-" in part:
+            pid = int(owner)
+            return pid == os.getpid() or _marked(pid, token) or not _status(pid)
+    return False
+
+
 def find(token: str, before: Snapshot) -> Leftovers:
     found = Leftovers()
     for pid in _pids():
         if _ours(pid, token, before):
             found.processes[pid] = _cmdline(pid)
-    found.cgroups = sorted(_cgroups() - before.cgroups)
+    found.cgroups = sorted(p for p in _cgroups() - before.cgroups if _cgroup_ours(p, token))
     found.containers = _containers(token)
     return found
 
