@@ -122,12 +122,13 @@ stop_service() {
     fi
     rm -f "$SOCK" "$SOCK.pid"
 }
-# A service whose working folder was deleted (started from a clone since removed) answers pings
-# but cannot run a container: conmon fails with "Failed to get working directory".
-cwd_gone() {
+# The service must run in /: its conmon processes inherit its working folder. One started in a
+# clone writes conmon's `oom` marker files into that clone, and once the clone is deleted it
+# answers pings but cannot run a container ("Failed to get working directory").
+cwd_not_root() {
     local pid
     pid=$(service_pid)
-    [ -n "$pid" ] && [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *"(deleted)" ]]
+    [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "/" ]
 }
 start_service() {
     mkdir -p "$(dirname "$SOCK")"
@@ -149,8 +150,8 @@ if ping_ok && [ "$CONF_CHANGED" = 1 ]; then
     # A service started before the config was (re)written would keep the old one.
     log "config changed: restarting service on $SOCK"
     stop_service
-elif ping_ok && cwd_gone; then
-    log "the service on $SOCK runs in a deleted folder and cannot start containers: replacing it"
+elif ping_ok && cwd_not_root; then
+    log "the service on $SOCK runs in $(readlink "/proc/$(service_pid)/cwd"), not /: replacing it"
     stop_service
 fi
 if ping_ok; then

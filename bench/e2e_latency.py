@@ -22,8 +22,8 @@ import httpx
 from httpx_sse import connect_sse
 
 from bench.common import bare_python, summary
-from deploy import embedded
-from deploy.supervisor import Stack
+from local import embedded
+from local.supervisor import Stack
 
 
 def one_job(client: httpx.Client, code: str) -> tuple[float, dict]:

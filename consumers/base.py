@@ -1,8 +1,8 @@
 """A durable JetStream consumer loop shared by the caching, progress and grading processes.
 
 Each handler receives typed events from one reusable decoder. What happens to a message follows
-the one rule in :mod:`deploy.errors`: ack on success, term (with a log line naming the reason) on
-:class:`~deploy.errors.Permanent`, nak with a back-off on anything else.
+the one rule in :mod:`bus.settle`: ack on success, term (with a log line naming the reason) on
+:class:`~bus.settle.Permanent`, nak with a back-off on anything else.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 
-from deploy.errors import Disposition, Permanent, disposition, nak_delay
-from schemas import streams
+from bus import streams
+from bus.settle import Disposition, Permanent, disposition, nak_delay
 from schemas.executions import ExecutionEvent, execution_decoder
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,14 @@ import msgspec
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
+from bus import history
 from consumers.base import Delivery
-from deploy import bus
 from schemas.executions import ExecutionFinished
-from schemas.results import cache_key
+
+
+def cache_key(job_id: str) -> str:
+    """Redis key under which this consumer keeps a finished job's :class:`JobResult`."""
+    return f"coderunner:result:{job_id}"
 
 
 class ResultCache:
@@ -26,6 +30,6 @@ class ResultCache:
     async def __call__(self, delivery: Delivery) -> None:
         if not isinstance(delivery.event, ExecutionFinished):
             return
-        result = await bus.fold_job(self.js, delivery.event.job_id)
+        result = await history.fold_job(self.js, delivery.event.job_id)
         if result.terminal:
             await self.redis.set(cache_key(result.job_id), msgspec.json.encode(result), ex=self.ttl)

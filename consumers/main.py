@@ -10,17 +10,16 @@ import redis.asyncio as aioredis
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
+from bus import client, history, streams
+from bus.settle import Permanent
+from config.loader import load
 from consumers import base
 from consumers.caching import ResultCache
 from consumers.grading import Grader
 from consumers.progress import DOCUMENTS, ProgressRecorder
 from consumers.settings import ConsumerSettings
-from deploy import bus
-from deploy.config import load
-from deploy.errors import Permanent
-from deploy.telemetry import setup_logging, setup_tracing
-from schemas import streams
 from schemas.submissions import SubmissionRequested
+from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ DATABASE = "coderunner"
 
 async def serve(name: str, settings: ConsumerSettings) -> None:
     tracing = setup_tracing(f"consumer-{name}", settings.otel_exporter_otlp_endpoint)
-    nc, js = await bus.connect(settings.nats_url, f"consumer-{name}")
+    nc, js = await client.connect(settings.nats_url, f"consumer-{name}")
     redis = aioredis.from_url(settings.redis_url)
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
     try:
@@ -38,7 +37,7 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
         await streams.ensure_consumer(js, name, settings.bus_limits())
 
         async def submission(job_id: str) -> SubmissionRequested:
-            job = await bus.submission_of(js, job_id)
+            job = await history.submission_of(js, job_id)
             if job is None:
                 raise Permanent("unknown_job", f"no submission for job {job_id}")
             return job
@@ -65,7 +64,7 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await base.consume(js, name, handler, stop)
     finally:
-        await bus.close(nc)
+        await client.close(nc)
         await redis.aclose()
         await mongo.close()
         tracing.shutdown()

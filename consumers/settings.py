@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from deploy.config import Url
-from deploy.settings import CommonSettings
+from config.common import CommonSettings
+from config.loader import Url
 
 
 class ConsumerSettings(CommonSettings, frozen=True, kw_only=True):

@@ -23,9 +23,8 @@ from litestar.static_files import create_static_files_router
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from pymongo import AsyncMongoClient
 
-from deploy import bus
-from deploy.config import load
-from deploy.telemetry import setup_logging, setup_tracing
+from bus import client, streams
+from config.loader import load
 from gateway.accounts import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts import AccountService
 from gateway.backlog import Backlog
@@ -36,7 +35,7 @@ from gateway.security import ApiQuotaMiddleware, RequestIdFilter, check_metrics_
 from gateway.services import ExecutionService
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService
-from schemas import streams
+from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -120,7 +119,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tracing = setup_tracing("gateway", settings.otel_exporter_otlp_endpoint)
         # No reconnect buffer: a submission refused while NATS is down must not go out later.
-        nc, js = await bus.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
+        nc, js = await client.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
         redis = aioredis.from_url(settings.redis_url)
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
@@ -145,7 +144,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             yield
         finally:
             await backlog.stop()
-            await bus.close(nc)
+            await client.close(nc)
             await redis.aclose()
             await mongo.close()
             tracing.shutdown()
@@ -194,7 +193,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         # be that much larger; services check the limits on the decoded text.
         request_max_body_size=6 * (settings.max_code_bytes + settings.max_stdin_bytes) + 16 * 1024,
         debug=False,
-        logging_config=None,  # deploy.telemetry.setup_logging configured it (with request ids)
+        logging_config=None,  # telemetry.setup.setup_logging configured it (with request ids)
     )
 
 

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bus import streams
 from gateway.errors import QueueFull
 from gateway.models import QueueStats
-from schemas import streams
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

@@ -23,7 +23,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from deploy import bus
+from bus import client, history, streams
+from consumers.caching import cache_key
 from gateway.backlog import Backlog
 from gateway.errors import (
     RETRY_AFTER_BUS,
@@ -38,9 +39,9 @@ from gateway.models import SubmitAccepted, SubmitRequest
 from gateway.quotas import Decision, Policy, Quotas, StreamSlot, StreamSlots
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
-from schemas import streams, subjects
+from schemas import subjects
 from schemas.executions import ExecutionEvent, ExecutionFinished, ExecutionStarted, execution_decoder
-from schemas.results import JobResult, apply, cache_key
+from schemas.results import JobResult
 from schemas.submissions import Limits, SubmissionRequested
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class ExecutionService:
             # Past JetStream's duplicate window a retried key must still not run twice (and a
             # retry does not count against the quota).
             with _bus_errors("the submission queue is unavailable"):
-                stored = await bus.submission_of(self.js, job_id)
+                stored = await history.submission_of(self.js, job_id)
             if stored is not None:
                 _check_same_payload(stored, request)
                 return accepted, {}
@@ -161,8 +162,8 @@ class ExecutionService:
         )
         try:
             # Nats-Msg-Id makes concurrent retries inside the window collapse into one message.
-            ack = await bus.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
-        except bus.NotPublished as exc:
+            ack = await client.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
+        except client.NotPublished as exc:
             self.backlog.release()
             await self._refund(decision)
             log.warning("job %s not queued: %s", job_id, exc)
@@ -185,7 +186,7 @@ class ExecutionService:
             await self._refund(decision)
             if idempotency_key is not None:
                 with _bus_errors("the submission queue is unavailable"):
-                    stored = await bus.submission_of(self.js, job_id)
+                    stored = await history.submission_of(self.js, job_id)
                 if stored is not None:
                     _check_same_payload(stored, request)
             log.info("job %s: duplicate submission (seq %s)", job_id, ack.seq)
@@ -205,7 +206,7 @@ class ExecutionService:
         if not subjects.JOB_ID_RE.fullmatch(job_id):
             raise JobNotFound(f"no job {job_id!r}")
         with _bus_errors("the job store is unavailable"):
-            submission = await bus.submission_of(self.js, job_id)
+            submission = await history.submission_of(self.js, job_id)
         if submission is None or (submission.user_id != principal.user_id and not principal.is_staff):
             raise JobNotFound(f"no job {job_id!r}")
 
@@ -215,7 +216,7 @@ class ExecutionService:
         if cached is not None:
             return msgspec.json.decode(cached, type=JobResult)
         with _bus_errors("the job store is unavailable"):
-            return await bus.fold_job(self.js, job_id)
+            return await history.fold_job(self.js, job_id)
 
     async def authorize_stream(self, job_id: str, principal: Principal | None, ticket: str | None) -> str:
         """Check who may read the job's events; returns the reader's user id."""
@@ -276,7 +277,7 @@ class ExecutionService:
                 except msgspec.DecodeError:
                     log.error("undecodable event %s seq %d skipped", msg.subject, seq)
                     continue
-                result = apply(result, event, seq)
+                result = history.apply(result, event, seq)
                 if seq > after_seq:
                     yield StreamItem(kind="event", seq=seq, name=event_name(event), data=msg.data)
             yield StreamItem(kind="done", data=msgspec.json.encode(result))

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from deploy.config import PositiveFloat, PositiveInt, Url
-from deploy.settings import CommonSettings
+from config.common import CommonSettings
+from config.loader import PositiveFloat, PositiveInt, Url
 
 # A secret containing one of these is a default or a placeholder, never a real secret.
 WEAK_SECRET_WORDS = (

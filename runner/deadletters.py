@@ -18,8 +18,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from deploy import bus
-from schemas import streams, subjects
+from bus import client, history, streams
+from schemas import subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, Verdict
 from schemas.submissions import submission_decoder
@@ -55,7 +55,9 @@ async def _store(
         detail=detail[:2000],
         payload=payload.decode("utf-8", errors="replace"),
     )
-    await bus.publish(js, subjects.deadletter("submissions"), record, msg_id=f"dlq.{streams.SUBMISSIONS}.{stream_seq}")
+    await client.publish(
+        js, subjects.deadletter("submissions"), record, msg_id=f"dlq.{streams.SUBMISSIONS}.{stream_seq}"
+    )
     log.error("dead-lettered %s seq %d: %s %s", subject, stream_seq, reason.value, detail)
 
 
@@ -88,8 +90,8 @@ async def _on_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:
         job = submission_decoder.decode(payload)
     except Exception:  # an undecodable job has nobody waiting on it
         return
-    if not await bus.job_finished(js, job.job_id):
-        await bus.publish(
+    if not await history.job_finished(js, job.job_id):
+        await client.publish(
             js,
             subjects.finished_of(job.job_id),
             ExecutionFinished(

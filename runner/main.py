@@ -10,9 +10,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from deploy import bus
-from deploy.config import load
-from deploy.telemetry import setup_logging, setup_tracing
+from bus import client, streams
+from config.loader import load
 from runner import deadletters
 from runner.settings import RunnerSettings
 from runner.worker import Runner
@@ -21,10 +20,11 @@ from sandbox.base import Backend, SandboxUnavailable
 from sandbox.bwrap import BwrapBackend, BwrapConfig
 from sandbox.docker import DockerBackend, DockerConfig
 from sandbox.pool import PooledSandbox, WarmPool
-from schemas import streams, subjects
+from schemas import subjects
 from schemas.codec import encode
 from schemas.ops import RunnerStats
 from schemas.submissions import MiB
+from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def serve(settings: RunnerSettings) -> None:
     enforcement = sandbox.backend.enforcement()
     log.info("sandbox limits enforced by: %s", ", ".join(f"{k}={v}" for k, v in enforcement.items()))
     check_enforcement(settings, enforcement)
-    nc, js = await bus.connect(settings.nats_url, f"runner-{settings.runner_id}")
+    nc, js = await client.connect(settings.nats_url, f"runner-{settings.runner_id}")
     try:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_runner_consumer(js, settings.bus_limits())
@@ -123,7 +123,7 @@ async def serve(settings: RunnerSettings) -> None:
         await advisories.unsubscribe()
         await stats_sub.unsubscribe()
     finally:
-        await bus.close(nc)
+        await client.close(nc)
         await sandbox.close()
         tracing.shutdown()
 

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from deploy.config import PositiveFloat, PositiveInt
-from deploy.settings import CommonSettings
+from config.common import CommonSettings
+from config.loader import PositiveFloat, PositiveInt
 
 
 def _default_runner_id() -> str:

@@ -25,11 +25,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from opentelemetry import propagate, trace
 
-from deploy import bus
-from deploy.errors import Disposition, Permanent, Transient, disposition, nak_delay
+from bus import client, history, streams
+from bus.settle import Disposition, Permanent, Transient, disposition, nak_delay
 from runner.deadletters import record_deadletter
 from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure
-from schemas import streams, subjects
+from schemas import subjects
 from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, StreamName, Verdict
 from schemas.submissions import SubmissionRequested, submission_decoder
@@ -81,7 +81,7 @@ class ChunkPublisher:
                 chunk = OutputChunk(
                     job_id=self.job.job_id, attempt=self.attempt, stream=stream, seq=self.seq, text=text
                 )
-                await bus.publish(
+                await client.publish(
                     self.js,
                     subjects.execution(self.job.job_id, "output"),
                     chunk,
@@ -199,11 +199,11 @@ class Runner:
             job = submission_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
             raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
-        if await bus.job_finished(self.js, job.job_id):
+        if await history.job_finished(self.js, job.job_id):
             log.info("job %s already finished; acking redelivery", job.job_id)
             return
         attempt = msg.metadata.num_delivered
-        await bus.publish(
+        await client.publish(
             self.js,
             subjects.execution(job.job_id, "started"),
             ExecutionStarted(
@@ -229,7 +229,7 @@ class Runner:
         finally:
             keepalive.cancel()
         await chunks.close()
-        await bus.publish(
+        await client.publish(
             self.js,
             subjects.finished_of(job.job_id),
             ExecutionFinished(

@@ -29,4 +29,3 @@ class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field=
     # The original payload, as text (lenient UTF-8), so nothing is lost.
     payload: str = ""
     v: int = 1
-

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy import embedded
-from deploy.lifetimes import die_with_parent
+from local import embedded
+from local.lifetimes import die_with_parent
 from tests import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ class App:
     def start(self) -> App:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deploy.cli", *self.args],
+                [sys.executable, "-m", "cli", *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

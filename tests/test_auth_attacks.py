@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from deploy import embedded
+from local import embedded
 from tests.conftest import ROOT, Stack, wait_for, wait_ready
 from tests.helpers import submit
 
@@ -70,7 +70,7 @@ def _burst(base_url: str, email: str, passwords: list[str], address: str | None 
 
 def _set_role(stack: Stack, email: str, role: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "user-role", email, role],
+        [sys.executable, "-m", "cli", "user-role", email, role],
         env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=60,
     )  # fmt: skip
 

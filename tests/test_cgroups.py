@@ -41,7 +41,7 @@ async def make_sandbox_from(backend: BwrapBackend) -> PooledSandbox:
 
 
 def _settings(**env: str) -> RunnerSettings:
-    from deploy.config import load
+    from config.loader import load
 
     return load(RunnerSettings, {"NATS_URL": "nats://127.0.0.1:1", **env})
 
@@ -92,7 +92,7 @@ def test_the_runner_process_refuses_and_names_the_setting() -> None:
         "SANDBOX_HOST_UID_BASE": "61000",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "runner"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "runner"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1
     assert "SANDBOX_ALLOW_WEAK_LIMITS" in proc.stderr

@@ -13,9 +13,11 @@ import nats
 import pytest
 import redis
 
-from deploy import embedded
-from schemas import streams, subjects
-from schemas.results import JobResult, cache_key
+from bus import streams
+from consumers.caching import cache_key
+from local import embedded
+from schemas import subjects
+from schemas.results import JobResult
 from tests.conftest import Stack, wait_for
 from tests.helpers import output_of, read_events, stored_messages, submit
 
@@ -202,7 +204,7 @@ def test_events_cli_prints_a_jobs_history(stack: Stack, runner, nats_url: str) -
         job = submit(client, "print('for the record')")
         read_events(client, job["eventsUrl"])
     out = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "events", job["jobId"]],
+        [sys.executable, "-m", "cli", "events", job["jobId"]],
         env={**stack.env},
         cwd=ROOT,
         capture_output=True,

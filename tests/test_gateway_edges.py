@@ -18,11 +18,12 @@ import httpx
 import nats
 import pytest
 
-from deploy import embedded
-from deploy.config import SettingsError, load
+from bus import streams
+from config.loader import SettingsError, load
 from gateway.services import job_id_for
 from gateway.settings import GatewaySettings
-from schemas import streams, subjects
+from local import embedded
+from schemas import subjects
 from tests.conftest import App, Stack, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.lifetimes import die_with_parent
+from local.lifetimes import die_with_parent
 from sandbox import cgroups, seccomp
 from sandbox.base import SandboxUnavailable
 from sandbox.bwrap import BwrapBackend, BwrapConfig, find_bwrap, refusal
@@ -111,7 +111,7 @@ def test_a_child_dies_with_its_parent(tmp_path: Path) -> None:
     """die_with_parent: a grandchild started with it dies when its parent is SIGKILLed; one without, lives."""
     code = (
         "import subprocess, sys\n"
-        "from deploy.lifetimes import die_with_parent\n"
+        "from local.lifetimes import die_with_parent\n"
         "tied = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent(), start_new_session=True)\n"
         "free = subprocess.Popen(['sleep', '61'], start_new_session=True)\n"
         "print(tied.pid, free.pid, flush=True)\n"

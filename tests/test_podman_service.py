@@ -52,7 +52,7 @@ def test_a_service_started_in_a_deleted_clone_is_replaced(tmp_path: Path) -> Non
 
         fixed = subprocess.run(["bash", ".ci/podman.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-        assert "replacing it" in fixed.stdout
+        assert "replacing it" in fixed.stdout, fixed.stdout
         assert old.wait(10) is not None
         new_pid = int(Path(f"{sock}.pid").read_text())
         assert os.readlink(f"/proc/{new_pid}/cwd") == "/"

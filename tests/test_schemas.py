@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from bus.history import apply
 from schemas import subjects
 from schemas.codec import encode
 from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, Verdict, execution_decoder
-from schemas.results import JobResult, apply
+from schemas.results import JobResult
 from schemas.submissions import Limits, SubmissionRequested, submission_decoder
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -140,7 +141,7 @@ def test_published_json_schema_is_up_to_date() -> None:
     from tests.conftest import ROOT
 
     out = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "schema"], capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, "-m", "cli", "schema"], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
     assert (ROOT / "docs" / "events.schema.json").read_text() == out, (
         "regenerate with `coderunner schema > docs/events.schema.json`"

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from deploy import embedded
+from local import embedded
 from tests.conftest import App, Stack, wait_for, wait_ready
 from tests.helpers import read_events, submit
 
@@ -331,7 +331,7 @@ def test_teachers_can_read_students_jobs(stack: Stack, runner) -> None:
     with stack.client(anonymous=True) as c:
         assert _register(c, email).status_code == 201
     subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "user-role", email, "teacher"],
+        [sys.executable, "-m", "cli", "user-role", email, "teacher"],
         env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     with stack.client(anonymous=True) as c:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from deploy.config import SettingsError, load
+from config.loader import SettingsError, load
 from gateway.settings import GatewaySettings
 from runner.settings import RunnerSettings
 from tests.conftest import ROOT
@@ -51,7 +51,7 @@ def test_a_weak_secret_is_named_alongside_missing_urls() -> None:
 
 
 def test_up_reads_the_gateway_port_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploy.cli import _gateway_address
+    from cli.main import _gateway_address
 
     monkeypatch.setenv("GATEWAY_PORT", "8300")
     monkeypatch.delenv("GATEWAY_HOST", raising=False)
@@ -66,7 +66,7 @@ def test_up_reads_the_gateway_port_from_the_environment(monkeypatch: pytest.Monk
 def test_processes_refuse_to_start_with_bad_settings(command: list[str]) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NATS_URL": "", "GATEWAY_PORT": "http"}
     proc = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *command], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", *command], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1
     assert "NATS_URL is required" in proc.stderr
@@ -77,7 +77,7 @@ def test_processes_refuse_to_start_with_bad_settings(command: list[str]) -> None
 
 def test_env_example_is_up_to_date() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "env-example"],
+        [sys.executable, "-m", "cli", "env-example"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -102,7 +102,7 @@ def test_gateway_refuses_weak_or_missing_jwt_secret(secret: str | None, message:
     if secret is not None:
         env["JWT_SECRET"] = secret
     proc = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "gateway"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "gateway"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1
     assert message in proc.stderr
@@ -111,7 +111,7 @@ def test_gateway_refuses_weak_or_missing_jwt_secret(secret: str | None, message:
 
 
 def test_up_generates_secrets_only_in_development(tmp_path) -> None:
-    from deploy.config import secret_env
+    from config.loader import secret_env
 
     assert secret_env(tmp_path / "staging", "staging") == {}
     assert not (tmp_path / "staging").exists()

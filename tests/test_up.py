@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from deploy import embedded
-from deploy.supervisor import STOP_DEADLINE
+from local import embedded
+from local.supervisor import STOP_DEADLINE
 from sandbox import cgroups
 from tests.conftest import ROOT, Stack, wait_for
 from tests.helpers import read_events, submit
@@ -37,7 +37,7 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            [sys.executable, "-m", "cli", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -93,7 +93,7 @@ def test_killing_up_kills_its_whole_stack(tmp_path) -> None:
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path / "data")],
+            [sys.executable, "-m", "cli", "up", "--data-dir", str(tmp_path / "data")],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

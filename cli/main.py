@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.config import SettingsError
+from config.loader import SettingsError
 
 
 def _schema() -> None:
@@ -45,22 +45,22 @@ def _events(job_id: str) -> None:
 
     import msgspec
 
-    from deploy import bus
+    from bus import client, history
 
     async def dump() -> None:
         url = os.environ.get("NATS_URL")
         if not url:
             raise SystemExit("coderunner events: NATS_URL is required")
-        nc, js = await bus.connect(url, "coderunner-events")
+        nc, js = await client.connect(url, "coderunner-events")
         try:
-            submission = await bus.submission_of(js, job_id)
+            submission = await history.submission_of(js, job_id)
             if submission is None:
                 raise SystemExit(f"coderunner events: no submission for job {job_id!r}")
             print(msgspec.json.encode(submission).decode())
-            async for seq, event in bus.job_events(js, job_id):
+            async for seq, event in history.job_events(js, job_id):
                 print(f"{seq}\t{msgspec.json.encode(event).decode()}")
         finally:
-            await bus.close(nc)
+            await client.close(nc)
 
     asyncio.run(dump())
 
@@ -124,8 +124,8 @@ def _set_role(email: str, role: str) -> None:
 
 
 def _env_example() -> None:
+    from config.loader import env_example
     from consumers.settings import ConsumerSettings
-    from deploy.config import env_example
     from gateway.settings import GatewaySettings
     from runner.settings import RunnerSettings
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if args.command == "up":
-            from deploy.supervisor import up as run_up
+            from local.supervisor import up as run_up
 
             host, port = _gateway_address(args.host, args.port)
             raise SystemExit(run_up(args.data_dir.resolve(), host, port))

@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import embedded
-from deploy.config import secret_env
-from deploy.lifetimes import die_with_parent
+from config.loader import secret_env
+from local import embedded
+from local.lifetimes import die_with_parent
 
 log = logging.getLogger("coderunner.up")
 
@@ -99,7 +99,7 @@ class Stack:
             assert sup.proc is not None
             embedded.wait_listening(spec, sup.proc)
         env = self._env()
-        exe = [sys.executable, "-m", "deploy.cli"]
+        exe = [sys.executable, "-m", "cli"]
         logs = self.data_dir / "logs"
         self.apps = [
             Supervised("gateway", [*exe, "gateway"], env, logs / "gateway.log"),

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate
 
-from schemas import streams, subjects
 from schemas.codec import encode
-from schemas.executions import ExecutionEvent, execution_decoder
-from schemas.results import JobResult, apply
-from schemas.submissions import SubmissionRequested, submission_decoder
 
 log = logging.getLogger(__name__)
 
@@ -80,53 +74,6 @@ async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str
     except (OutboundBufferLimitError, ConnectionClosedError, NoRespondersError, NoStreamResponseError) as exc:
         # No responders: no stream took the message (JetStream unavailable), so nothing was stored.
         raise NotPublished(str(exc) or type(exc).__name__) from exc
-
-
-async def job_events(
-    js: JetStreamContext, job_id: str, after_seq: int = 0
-) -> AsyncIterator[tuple[int, ExecutionEvent]]:
-    """Stored execution events of one job, in order, read with direct gets by subject.
-
-    Stateless (no consumer is created), so it suits one-off reads such as ``GET /result``.
-    """
-    subject = subjects.executions_of(job_id)
-    seq = after_seq + 1
-    while True:
-        try:
-            raw = await js.get_msg(streams.EXECUTIONS, seq=seq, subject=subject, next=True, direct=True)
-        except NotFoundError:
-            return
-        assert raw.seq is not None and raw.data is not None
-        try:
-            event = execution_decoder.decode(raw.data)
-        except msgspec.DecodeError:
-            log.error("undecodable event at %s seq %s skipped", streams.EXECUTIONS, raw.seq)
-        else:
-            yield raw.seq, event
-        seq = raw.seq + 1
-
-
-async def fold_job(js: JetStreamContext, job_id: str) -> JobResult:
-    result = JobResult(job_id=job_id)
-    async for seq, event in job_events(js, job_id):
-        result = apply(result, event, seq)
-    return result
-
-
-async def submission_of(js: JetStreamContext, job_id: str) -> SubmissionRequested | None:
-    try:
-        raw = await js.get_msg(streams.SUBMISSIONS, subject=subjects.submission(job_id), direct=True)
-    except NotFoundError:
-        return None
-    return submission_decoder.decode(raw.data or b"")
-
-
-async def job_finished(js: JetStreamContext, job_id: str) -> bool:
-    try:
-        await js.get_msg(streams.EXECUTIONS, subject=subjects.finished_of(job_id), direct=True)
-    except NotFoundError:
-        return False
-    return True
 
 
 async def close(nc: NATS) -> None:

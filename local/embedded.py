@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.lifetimes import die_with_parent
+from local.lifetimes import die_with_parent
 
 
 class EmbeddedError(RuntimeError):

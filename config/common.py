@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from msgspec import Struct
 
-from deploy.config import AppEnv, PositiveFloat, PositiveInt, Url
-from schemas.streams import BusLimits
+from bus.streams import BusLimits
+from config.loader import AppEnv, PositiveFloat, PositiveInt, Url
 
 
 class CommonSettings(Struct, frozen=True, kw_only=True):

@@ -1,0 +1,1 @@
+"""The NATS JetStream bus: connection, streams, durable consumers, settling messages, job history."""

@@ -1,0 +1,1 @@
+"""The `coderunner` command line."""

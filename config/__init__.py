@@ -1,0 +1,1 @@
+"""Settings: typed, frozen, read once from the environment; what every process shares."""
