@@ -40,20 +40,14 @@ from gateway.quotas import Decision, Policy, Quotas, StreamSlot, StreamSlots
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
 from schemas import subjects
-from schemas.executions import ExecutionEvent, ExecutionFinished, ExecutionStarted, execution_decoder
+from schemas.executions import execution_decoder
+from schemas.executions import kind as event_kind
 from schemas.results import JobResult
 from schemas.submissions import Limits, SubmissionRequested
 
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY_MAX = 255
-_EVENT_NAMES = {ExecutionStarted: "started", ExecutionFinished: "finished"}
-
-
-def event_name(event: ExecutionEvent) -> str:
-    return _EVENT_NAMES.get(type(event), "output")
-
-
 def job_id_for(user_id: str, idempotency_key: str | None) -> str:
     """A fresh id, or one derived from (user, key) so a retried request maps to the same job."""
     if idempotency_key is None:
@@ -279,7 +273,7 @@ class ExecutionService:
                     continue
                 result = history.apply(result, event, seq)
                 if seq > after_seq:
-                    yield StreamItem(kind="event", seq=seq, name=event_name(event), data=msg.data)
+                    yield StreamItem(kind="event", seq=seq, name=event_kind(event), data=msg.data)
             yield StreamItem(kind="done", data=msgspec.json.encode(result))
         finally:
             # The response's task group is cancelled when the client goes away, and anyio cancels

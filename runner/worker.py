@@ -83,7 +83,7 @@ class ChunkPublisher:
                 )
                 await client.publish(
                     self.js,
-                    subjects.execution(self.job.job_id, "output"),
+                    subjects.execution(chunk),
                     chunk,
                     msg_id=f"{self.job.job_id}.{self.attempt}.{self.seq}",
                 )
@@ -203,13 +203,11 @@ class Runner:
             log.info("job %s already finished; acking redelivery", job.job_id)
             return
         attempt = msg.metadata.num_delivered
+        started_event = ExecutionStarted(
+            job_id=job.job_id, attempt=attempt, runner_id=self.runner_id, started_at=datetime.now(UTC)
+        )
         await client.publish(
-            self.js,
-            subjects.execution(job.job_id, "started"),
-            ExecutionStarted(
-                job_id=job.job_id, attempt=attempt, runner_id=self.runner_id, started_at=datetime.now(UTC)
-            ),
-            msg_id=f"{job.job_id}.started.{attempt}",
+            self.js, subjects.execution(started_event), started_event, msg_id=f"{job.job_id}.started.{attempt}"
         )
         chunks = ChunkPublisher(self.js, job, attempt)
         keepalive = asyncio.create_task(self._keep_alive(msg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 from msgspec import Struct
@@ -59,3 +59,19 @@ ExecutionEvent = ExecutionStarted | OutputChunk | ExecutionFinished
 """The union of everything on the EXECUTIONS stream."""
 
 execution_decoder: msgspec.json.Decoder[ExecutionEvent] = msgspec.json.Decoder(ExecutionEvent)
+
+
+def kind(event: ExecutionEvent | type[ExecutionEvent]) -> str:
+    """An event's one name: the last part of its tag (``execution.started`` → ``started``).
+
+    It is also the event's subject suffix (``coderunner.v1.executions.<jobId>.started``) and its
+    SSE event name (``event: started``), so the three can never disagree.
+    """
+    cls = event if isinstance(event, type) else type(event)
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag.rsplit(".", 1)[1]
+
+
+KINDS: dict[str, type[ExecutionEvent]] = {kind(t): t for t in get_args(ExecutionEvent)}
+"""Every execution event type by its kind."""

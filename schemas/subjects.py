@@ -3,13 +3,16 @@
 Subjects carry the job id so that one job's history can be read (and replayed) by subject alone:
 
 - ``coderunner.v1.submissions.<job_id>``: one :class:`~schemas.submissions.SubmissionRequested`.
-- ``coderunner.v1.executions.<job_id>.<kind>``: ``started``, ``output``, ``finished``.
+- ``coderunner.v1.executions.<job_id>.<kind>``: ``started``, ``output``, ``finished`` (the kind is
+  derived from the event's tag: :func:`schemas.executions.kind`).
 - ``coderunner.v1.deadletter.<source>``: a :class:`~schemas.deadletter.DeadLetter` record.
 """
 
 from __future__ import annotations
 
 import re
+
+from schemas.executions import ExecutionEvent, ExecutionFinished, kind
 
 PREFIX = "coderunner.v1"
 
@@ -31,8 +34,9 @@ def submission(job_id: str) -> str:
     return f"{PREFIX}.submissions.{_token(job_id)}"
 
 
-def execution(job_id: str, kind: str) -> str:
-    return f"{PREFIX}.executions.{_token(job_id)}.{kind}"
+def execution(event: ExecutionEvent) -> str:
+    """The subject an execution event is published on: its job, then its kind."""
+    return f"{PREFIX}.executions.{_token(event.job_id)}.{kind(event)}"
 
 
 def executions_of(job_id: str) -> str:
@@ -41,14 +45,14 @@ def executions_of(job_id: str) -> str:
 
 
 def finished_of(job_id: str) -> str:
-    return execution(job_id, "finished")
+    return f"{PREFIX}.executions.{_token(job_id)}.{kind(ExecutionFinished)}"
 
 
 def deadletter(source: str) -> str:
     return f"{PREFIX}.deadletter.{source}"
 
 
-EXECUTIONS_FINISHED = f"{PREFIX}.executions.*.finished"
+EXECUTIONS_FINISHED = f"{PREFIX}.executions.*.{kind(ExecutionFinished)}"
 
 # Core NATS request/reply (not a stream): every runner answers with its RunnerStats.
 RUNNER_STATS = f"{PREFIX}.runners.stats"

@@ -146,3 +146,27 @@ def test_published_json_schema_is_up_to_date() -> None:
     assert (ROOT / "docs" / "events.schema.json").read_text() == out, (
         "regenerate with `coderunner schema > docs/events.schema.json`"
     )
+
+
+def test_every_event_kind_round_trips_through_tag_subject_and_sse_name() -> None:
+    """One name per event: tag → kind → subject suffix → SSE event name → the same type."""
+    from typing import get_args
+
+    from schemas.executions import KINDS, ExecutionEvent, kind
+
+    samples = {
+        ExecutionStarted: ExecutionStarted(job_id="job-00000001", runner_id="r", started_at=NOW),
+        OutputChunk: OutputChunk(job_id="job-00000001", stream="stdout", seq=0, text="x"),
+        ExecutionFinished: ExecutionFinished(
+            job_id="job-00000001", verdict=Verdict.OK, exit_code=0, duration_ms=1, finished_at=NOW
+        ),
+    }
+    assert set(samples) == set(get_args(ExecutionEvent)), "a new event type needs a sample here"
+    for cls, event in samples.items():
+        name = kind(event)
+        assert cls.__struct_config__.tag == f"execution.{name}"
+        subject = subjects.execution(event)
+        assert subject.rsplit(".", 1)[1] == name
+        assert KINDS[subject.rsplit(".", 1)[1]] is cls
+        assert msgspec.json.decode(msgspec.json.encode(event), type=ExecutionEvent) == event
+    assert subjects.finished_of("job-00000001") == subjects.execution(samples[ExecutionFinished])
