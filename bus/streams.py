@@ -23,12 +23,54 @@ EXECUTIONS = "EXECUTIONS"
 DEADLETTER = "DEADLETTER"
 
 RUNNER_CONSUMER = "runner"
-# Durable consumers of the EXECUTIONS stream, one per consumer process.
-CONSUMERS: dict[str, str] = {
-    "caching": subjects.EXECUTIONS_FINISHED,
-    "progress": subjects.EXECUTIONS_FINISHED,
-    "grading": subjects.EXECUTIONS_FINISHED,
-}
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """A durable consumer: what it reads, which process owns (and provisions) it, and, for the
+    consumer processes, the ``module:function`` that builds its handler (imported by its owner only)."""
+
+    name: str
+    stream: str
+    filter_subject: str
+    owner: str
+    description: str
+    handler_factory: str = ""
+
+
+# The one list of durable consumers. Stream setup, the CLI, `coderunner up`, compose.yaml (checked
+# by a test) and the test fixtures all read it.
+DURABLES: tuple[Durable, ...] = (
+    Durable(
+        RUNNER_CONSUMER, SUBMISSIONS, subjects.SUBMISSIONS_ALL, "coderunner runner", "Shared by every runner process"
+    ),
+    Durable(
+        "caching",
+        EXECUTIONS,
+        subjects.EXECUTIONS_FINISHED,
+        "coderunner consume caching",
+        "Finished results into Redis",
+        "consumers.caching:build",
+    ),
+    Durable(
+        "progress",
+        EXECUTIONS,
+        subjects.EXECUTIONS_FINISHED,
+        "coderunner consume progress",
+        "Finished jobs into each student's history (MongoDB)",
+        "consumers.progress:build",
+    ),
+    Durable(
+        "grading",
+        EXECUTIONS,
+        subjects.EXECUTIONS_FINISHED,
+        "coderunner consume grading",
+        "Graded jobs into scores",
+        "consumers.grading:build",
+    ),
+)
+# The consumer processes (`coderunner consume NAME`), by name.
+CONSUMERS: dict[str, Durable] = {d.name: d for d in DURABLES if d.handler_factory}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,36 +118,25 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
     ]
 
 
-def runner_consumer(limits: BusLimits) -> ConsumerConfig:
+def consumer_config(durable: Durable, limits: BusLimits) -> ConsumerConfig:
+    runner = durable.name == RUNNER_CONSUMER
     return ConsumerConfig(
-        durable_name=RUNNER_CONSUMER,
-        description="Shared by every runner process",
-        filter_subject=subjects.SUBMISSIONS_ALL,
+        durable_name=durable.name,
+        description=durable.description,
+        filter_subject=durable.filter_subject,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=limits.runner_ack_wait_seconds,
-        max_deliver=limits.runner_max_deliver,
-        max_ack_pending=10_000,
-    )
-
-
-def execution_consumer(name: str, limits: BusLimits) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=name,
-        filter_subject=CONSUMERS[name],
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=limits.consumer_ack_wait_seconds,
-        max_deliver=limits.consumer_max_deliver,
-        max_ack_pending=1_000,
+        ack_wait=limits.runner_ack_wait_seconds if runner else limits.consumer_ack_wait_seconds,
+        max_deliver=limits.runner_max_deliver if runner else limits.consumer_max_deliver,
+        max_ack_pending=10_000 if runner else 1_000,
     )
 
 
 async def provision(js: JetStreamContext, limits: BusLimits) -> None:
     """Create or update every stream. Safe to run from every process, concurrently.
 
-    Each durable consumer is provisioned by the process that owns it (:func:`ensure_runner_consumer`,
-    :func:`ensure_consumer`), so only that process's settings decide its AckWait and MaxDeliver.
+    Each durable consumer is provisioned by the process that owns it (:func:`ensure_consumer`), so
+    only that process's settings decide its AckWait and MaxDeliver.
     """
     for config in stream_configs(limits):
         try:
@@ -116,10 +147,8 @@ async def provision(js: JetStreamContext, limits: BusLimits) -> None:
             await js.update_stream(config)
 
 
-async def ensure_runner_consumer(js: JetStreamContext, limits: BusLimits) -> None:
-    # add_consumer with an existing durable name updates its mutable settings.
-    await js.add_consumer(SUBMISSIONS, runner_consumer(limits))
-
-
 async def ensure_consumer(js: JetStreamContext, name: str, limits: BusLimits) -> None:
-    await js.add_consumer(EXECUTIONS, execution_consumer(name, limits))
+    """Create or update the durable consumer ``name`` (called by its owner only)."""
+    durable = next(d for d in DURABLES if d.name == name)
+    # add_consumer with an existing durable name updates its mutable settings.
+    await js.add_consumer(durable.stream, consumer_config(durable, limits))

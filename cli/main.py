@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bus import streams
 from config.loader import SettingsError
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("gateway", help="run the HTTP gateway")
     sub.add_parser("runner", help="run a runner")
     consume = sub.add_parser("consume", help="run a durable consumer")
-    consume.add_argument("name", choices=["caching", "progress", "grading"])
+    consume.add_argument("name", choices=list(streams.CONSUMERS))
     events = sub.add_parser("events", help="print a job's stored events (for incident analysis)")
     events.add_argument("job_id")
     role = sub.add_parser("user-role", help="set an account's role (student, teacher, admin)")

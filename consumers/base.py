@@ -1,25 +1,30 @@
-"""A durable JetStream consumer loop shared by the caching, progress and grading processes.
+"""A durable JetStream consumer loop shared by every consumer process (bus.streams.CONSUMERS).
 
-Each handler receives typed events from one reusable decoder. What happens to a message follows
-the one rule in :mod:`bus.settle`: ack on success, term (with a log line naming the reason) on
-:class:`~bus.settle.Permanent`, nak with a back-off on anything else.
+Each handler receives typed events from one reusable decoder. What happens to a message is
+decided in one place, :func:`bus.settle.settle` (the runner uses it too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
+import redis.asyncio as aioredis
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
+from pymongo import AsyncMongoClient
 
-from bus import streams
-from bus.settle import Disposition, Permanent, disposition, nak_delay
+from bus import history, streams
+from bus.settle import Permanent, settle
+from consumers.settings import ConsumerSettings
+from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionEvent, execution_decoder
+from schemas.submissions import SubmissionRequested
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,27 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The clients a consumer process opened, passed to its handler factory."""
+
+    js: JetStreamContext
+    redis: aioredis.Redis
+    mongo: AsyncMongoClient
+    settings: ConsumerSettings
+
+    async def submission(self, job_id: str) -> SubmissionRequested:
+        """A job's submission (execution events do not repeat it); an unknown job is permanent."""
+        job = await history.submission_of(self.js, job_id)
+        if job is None:
+            raise Permanent(DeadLetterReason.UNKNOWN_JOB, f"no submission for job {job_id}")
+        return job
+
+
+# Each consumer module's ``build(deps)``, named in the registry (bus.streams.CONSUMERS).
+HandlerFactory = Callable[[Deps], Awaitable[Handler]]
 
 
 async def consume(js: JetStreamContext, name: str, handler: Handler, stop: asyncio.Event) -> None:
@@ -47,29 +73,13 @@ async def consume(js: JetStreamContext, name: str, handler: Handler, stop: async
             await asyncio.sleep(0.5)
             continue
         for msg in msgs:
-            await _settle(name, msg, handler)
+            await settle(js, msg, functools.partial(_handle, msg, handler), who=f"consumer {name}")
 
 
-async def _settle(name: str, msg: Msg, handler: Handler) -> None:
-    error: BaseException | None = None
+async def _handle(msg: Msg, handler: Handler) -> None:
     try:
-        try:
-            event = execution_decoder.decode(msg.data)
-        except msgspec.DecodeError as exc:
-            raise Permanent("undecodable", str(exc)) from exc
-        meta = msg.metadata
-        await handler(Delivery(event, meta.sequence.stream, meta.num_delivered))
-    except Exception as exc:  # the disposition rule decides
-        error = exc
-    action = disposition(error)
-    try:
-        if action is Disposition.ACK:
-            await msg.ack()
-        elif action is Disposition.TERM:
-            log.error("%s terminated %s: %s", name, msg.subject, error)
-            await msg.term()
-        else:
-            log.warning("%s nak %s: %s", name, msg.subject, error)
-            await msg.nak(delay=nak_delay(msg.metadata.num_delivered))
-    except Exception as exc:  # unsettled messages come back after AckWait
-        log.warning("%s could not %s %s: %s", name, action.value, msg.subject, exc)
+        event = execution_decoder.decode(msg.data)
+    except msgspec.DecodeError as exc:
+        raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
+    meta = msg.metadata
+    await handler(Delivery(event, meta.sequence.stream, meta.num_delivered))

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
 from bus import history
-from consumers.base import Delivery
+from consumers.base import Delivery, Deps
 from schemas.executions import ExecutionFinished
 
 
@@ -33,3 +33,7 @@ class ResultCache:
         result = await history.fold_job(self.js, delivery.event.job_id)
         if result.terminal:
             await self.redis.set(cache_key(result.job_id), msgspec.json.encode(result), ex=self.ttl)
+
+
+async def build(deps: Deps) -> ResultCache:
+    return ResultCache(deps.js, deps.redis, deps.settings.stream_retention_seconds)

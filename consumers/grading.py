@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from consumers.base import Delivery
+from consumers.base import Delivery, Deps
 from schemas.executions import ExecutionFinished
 
 log = logging.getLogger(__name__)
@@ -26,3 +26,10 @@ class Grader:
         if await self.mode_of_job(delivery.event.job_id) != "grade":
             return
         log.info("graded job %s finished; scoring arrives with problems", delivery.event.job_id)
+
+
+async def build(deps: Deps) -> Grader:
+    async def mode_of(job_id: str) -> str:
+        return (await deps.submission(job_id)).mode
+
+    return Grader(mode_of)

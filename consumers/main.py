@@ -1,30 +1,33 @@
-"""A consumer process (``coderunner consume NAME``), built in one place."""
+"""A consumer process (``coderunner consume NAME``), built in one place.
+
+Which consumers exist, what they read and how each handler is built come from the one registry,
+:data:`bus.streams.CONSUMERS`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 
 import redis.asyncio as aioredis
-from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
-from bus import client, history, streams
-from bus.settle import Permanent
+from bus import client, streams
 from config.loader import load
 from consumers import base
-from consumers.caching import ResultCache
-from consumers.grading import Grader
-from consumers.progress import DOCUMENTS, ProgressRecorder
+from consumers.base import Deps, HandlerFactory
 from consumers.settings import ConsumerSettings
-from schemas.submissions import SubmissionRequested
 from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
-NAMES = tuple(streams.CONSUMERS)
-DATABASE = "coderunner"
+
+def handler_factory(name: str) -> HandlerFactory:
+    module, _, function = streams.CONSUMERS[name].handler_factory.partition(":")
+    factory: HandlerFactory = getattr(importlib.import_module(module), function)
+    return factory
 
 
 async def serve(name: str, settings: ConsumerSettings) -> None:
@@ -35,29 +38,7 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
     try:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, name, settings.bus_limits())
-
-        async def submission(job_id: str) -> SubmissionRequested:
-            job = await history.submission_of(js, job_id)
-            if job is None:
-                raise Permanent("unknown_job", f"no submission for job {job_id}")
-            return job
-
-        handler: base.Handler
-        if name == "caching":
-            handler = ResultCache(js, redis, settings.stream_retention_seconds)
-        elif name == "progress":
-            await init_beanie(database=mongo[DATABASE], document_models=DOCUMENTS)
-
-            async def user_of(job_id: str) -> str:
-                return (await submission(job_id)).user_id
-
-            handler = ProgressRecorder(user_of)
-        else:
-
-            async def mode_of(job_id: str) -> str:
-                return (await submission(job_id)).mode
-
-            handler = Grader(mode_of)
+        handler = await handler_factory(name)(Deps(js=js, redis=redis, mongo=mongo, settings=settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,8 +52,8 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
 
 
 def main(name: str) -> None:
-    if name not in NAMES:
-        raise SystemExit(f"unknown consumer {name!r}: choose one of {', '.join(NAMES)}")
+    if name not in streams.CONSUMERS:
+        raise SystemExit(f"unknown consumer {name!r}: choose one of {', '.join(streams.CONSUMERS)}")
     settings = load(ConsumerSettings)
     setup_logging(settings.log_level, f"consumer-{name}")
     asyncio.run(serve(name, settings))

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from beanie import Document
+from beanie import Document, init_beanie
 from pymongo import ASCENDING, IndexModel
 
-from consumers.base import Delivery
+from consumers.base import Delivery, Deps
 from schemas.executions import ExecutionFinished
 
 
@@ -37,6 +37,7 @@ class ExecutionRecord(Document):
 
 
 DOCUMENTS = [ExecutionRecord]
+DATABASE = "coderunner"
 
 
 class ProgressRecorder:
@@ -65,3 +66,12 @@ class ProgressRecorder:
             {"$setOnInsert": record.model_dump(exclude={"id", "revision_id"})},
             upsert=True,
         )
+
+
+async def build(deps: Deps) -> ProgressRecorder:
+    await init_beanie(database=deps.mongo[DATABASE], document_models=DOCUMENTS)
+
+    async def user_of(job_id: str) -> str:
+        return (await deps.submission(job_id)).user_id
+
+    return ProgressRecorder(user_of)

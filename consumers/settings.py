@@ -5,7 +5,7 @@ from config.loader import Url
 
 
 class ConsumerSettings(CommonSettings, frozen=True, kw_only=True):
-    """Durable consumers (caching, progress, grading)"""
+    """Durable consumers (`coderunner consume NAME`)"""
 
     redis_url: Url
     mongodb_uri: Url

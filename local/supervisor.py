@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus import streams
 from config.loader import secret_env
 from local import embedded
 from local.lifetimes import die_with_parent
@@ -106,7 +107,7 @@ class Stack:
             Supervised("runner", [*exe, "runner"], env, logs / "runner.log"),
             *(
                 Supervised(f"consumer-{name}", [*exe, "consume", name], env, logs / f"consumer-{name}.log")
-                for name in ("caching", "progress", "grading")
+                for name in streams.CONSUMERS
             ),
         ]
         for app in self.apps:

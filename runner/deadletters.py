@@ -1,10 +1,9 @@
-"""Dead-lettering submissions the runners gave up on.
+"""Dead-lettering submissions whose runner died (or hung) on every attempt.
 
-Two paths lead here: the runner terminates a message it can never process (undecodable, or the
-sandbox failed on the last attempt), and JetStream's MAX_DELIVERIES advisory for messages whose
-runner died (or hung) on every attempt. Either way a :class:`DeadLetter` record with a named reason
-is stored on the DEADLETTER stream (the original stays in SUBMISSIONS), and the job is finished
-with SANDBOX_ERROR so nobody waits forever.
+The runner's own give-ups (undecodable, the sandbox failed on the last attempt) go through
+:func:`bus.settle.settle` like every consumer's. This is the other path: JetStream's
+MAX_DELIVERIES advisory. The record goes to the DEADLETTER stream (the original stays in
+SUBMISSIONS), and the job is finished with SANDBOX_ERROR so nobody waits forever.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from bus import client, history, streams
+from bus import client, deadletters, history, streams
 from schemas import subjects
-from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionFinished, Verdict
 from schemas.submissions import submission_decoder
 
@@ -29,58 +28,17 @@ log = logging.getLogger(__name__)
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{streams.SUBMISSIONS}.{streams.RUNNER_CONSUMER}"
 
 
-def _job_id(subject: str) -> str | None:
-    prefix = subjects.submission("x" * 8)[:-8]
-    return subject[len(prefix) :] if subject.startswith(prefix) else None
-
-
-async def _store(
-    js: JetStreamContext,
-    *,
-    reason: DeadLetterReason,
-    stream_seq: int,
-    subject: str,
-    payload: bytes,
-    detail: str,
-) -> None:
-    job_id = _job_id(subject)
-    record = DeadLetter(
-        reason=reason,
-        stream=streams.SUBMISSIONS,
-        stream_seq=stream_seq,
-        subject=subject,
-        consumer=streams.RUNNER_CONSUMER,
-        recorded_at=datetime.now(UTC),
-        job_id=job_id,
-        detail=detail[:2000],
-        payload=payload.decode("utf-8", errors="replace"),
-    )
-    await client.publish(
-        js, subjects.deadletter("submissions"), record, msg_id=f"dlq.{streams.SUBMISSIONS}.{stream_seq}"
-    )
-    log.error("dead-lettered %s seq %d: %s %s", subject, stream_seq, reason.value, detail)
-
-
-async def record_deadletter(js: JetStreamContext, msg: Msg, *, reason: DeadLetterReason, detail: str) -> None:
-    await _store(
-        js,
-        reason=reason,
-        stream_seq=msg.metadata.sequence.stream,
-        subject=msg.subject,
-        payload=msg.data,
-        detail=detail,
-    )
-
-
 async def _on_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:
     info = json.loads(advisory.data)
     stream_seq = int(info["stream_seq"])
     raw = await js.get_msg(streams.SUBMISSIONS, seq=stream_seq, direct=True)
     assert raw.subject is not None
     payload = raw.data or b""
-    await _store(
+    await deadletters.store(
         js,
         reason=DeadLetterReason.MAX_DELIVERIES,
+        stream=streams.SUBMISSIONS,
+        consumer=streams.RUNNER_CONSUMER,
         stream_seq=stream_seq,
         subject=raw.subject,
         payload=payload,

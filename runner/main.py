@@ -86,7 +86,7 @@ async def serve(settings: RunnerSettings) -> None:
     nc, js = await client.connect(settings.nats_url, f"runner-{settings.runner_id}")
     try:
         await streams.provision(js, settings.bus_limits())
-        await streams.ensure_runner_consumer(js, settings.bus_limits())
+        await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
         advisories = await deadletters.listen(nc, js)
         runner = Runner(
             js,

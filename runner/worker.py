@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -25,14 +27,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from opentelemetry import propagate, trace
 
-from bus import client, history, streams
-from bus.settle import Disposition, Permanent, Transient, disposition, nak_delay
-from runner.deadletters import record_deadletter
-from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure
+from bus import client, deadletters, history, streams
+from bus.settle import Permanent, Transient, settle
+from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure, TestCase
 from schemas import subjects
 from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, StreamName, Verdict
-from schemas.submissions import SubmissionRequested, submission_decoder
+from schemas.submissions import Mode, SubmissionRequested, submission_decoder
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("coderunner.runner")
@@ -116,6 +117,11 @@ class Runner:
         self.max_deliver = max_deliver
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        # One pipeline per submission mode.
+        self._pipelines: dict[Mode, Callable[[SubmissionRequested, ChunkPublisher], Awaitable[Outcome]]] = {
+            "run": self._run_program,
+            "grade": self._run_tests,
+        }
 
     @property
     def running(self) -> int:
@@ -165,34 +171,9 @@ class Runner:
                 kind=trace.SpanKind.CONSUMER,
                 attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
             ):
-                await self._settle(msg)
+                await settle(self.js, msg, lambda: self._process(msg), who=f"runner {self.runner_id}")
         finally:
             free.release()
-
-    async def _settle(self, msg: Msg) -> None:
-        error: BaseException | None = None
-        try:
-            await self._process(msg)
-        except asyncio.CancelledError:
-            # Shutting down: leave the message unacked so another runner gets it after AckWait.
-            raise
-        except Exception as exc:  # the disposition rule decides
-            error = exc
-        action = disposition(error)
-        try:
-            if action is Disposition.ACK:
-                await msg.ack_sync()
-            elif action is Disposition.TERM:
-                assert isinstance(error, Permanent)
-                log.error("terminating %s: %s", msg.subject, error)
-                await record_deadletter(self.js, msg, reason=DeadLetterReason(error.reason), detail=error.detail)
-                await msg.term()
-            else:
-                delay = nak_delay(msg.metadata.num_delivered)
-                log.warning("nak %s (retry in %.1fs): %s", msg.subject, delay, error)
-                await msg.nak(delay=delay)
-        except Exception as exc:  # unsettled messages come back after AckWait
-            log.warning("could not %s %s: %s", action.value, msg.subject, exc)
 
     async def _process(self, msg: Msg) -> None:
         try:
@@ -213,7 +194,7 @@ class Runner:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
-            outcome = await self.sandbox.run(Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write)
+            outcome = await self._pipelines[job.mode](job, chunks)
         except SandboxFailure as exc:
             if attempt < self.max_deliver:
                 raise Transient(str(exc)) from exc
@@ -223,7 +204,7 @@ class Runner:
                 duration_ms=int((time.monotonic() - started) * 1000),
                 message="the sandbox failed; this was not caused by your program",
             )
-            await record_deadletter(self.js, msg, reason=DeadLetterReason.SANDBOX_FAILED, detail=str(exc))
+            await deadletters.record(self.js, msg, reason=DeadLetterReason.SANDBOX_FAILED, detail=str(exc))
         finally:
             keepalive.cancel()
         await chunks.close()
@@ -244,6 +225,28 @@ class Runner:
             ),
             msg_id=f"{job.job_id}.finished",
         )
+
+    async def _run_program(self, job: SubmissionRequested, chunks: ChunkPublisher) -> Outcome:
+        """Run mode: the program with the student's stdin, its output streamed live."""
+        return await self.sandbox.run(Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write)
+
+    async def _run_tests(self, job: SubmissionRequested, chunks: ChunkPublisher) -> Outcome:
+        """Grade mode: the program is compiled once and each test case runs in its own child.
+
+        Minimal until grading lands: submissions carry no test cases yet, so the one case is loading
+        the program with the submission's stdin. Observations per test, and verdicts decided outside
+        the sandbox against hidden expectations, come with problems and the grading consumer.
+        """
+        run = await self.sandbox.run_tests(
+            job.code, [TestCase(id="load", stdin=job.stdin, wall_ms=job.limits.wall_time_ms)], job.limits
+        )
+        failed = [o for o in run.observations if o.timed_out or o.error or o.exit_code not in (0, None)]
+        if run.outcome.verdict is not Verdict.OK or not failed:
+            return run.outcome
+        first = failed[0]
+        verdict = Verdict.TIME_LIMIT if first.timed_out else Verdict.RUNTIME_ERROR
+        message = f"{first.error['type']}: {first.error.get('message', '')}" if first.error else None
+        return dataclasses.replace(run.outcome, verdict=verdict, exit_code=first.exit_code, message=message)
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:

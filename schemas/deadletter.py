@@ -15,6 +15,8 @@ class DeadLetterReason(enum.StrEnum):
     MAX_DELIVERIES = "max_deliveries"
     # The sandbox kept failing on every attempt.
     SANDBOX_FAILED = "sandbox_failed"
+    # An execution event names a job that has no submission (added in v1.1).
+    UNKNOWN_JOB = "unknown_job"
 
 
 class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field="type", rename="camel"):

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bus import streams
 from local import embedded
 from local.lifetimes import die_with_parent
 from tests import leftovers
@@ -250,7 +251,7 @@ def stack(nats_url: str, shared_servers: dict[str, str], tmp_path_factory: pytes
     s = Stack(env=env, base_url=f"http://127.0.0.1:{port}", tmp=tmp)
     try:
         gateway = s.spawn("gateway")
-        for name in ("caching", "progress", "grading"):
+        for name in streams.CONSUMERS:
             s.spawn("consume", name).wait_log(f"consumer {name} started")
         wait_ready(gateway, s.base_url)
         yield s

@@ -341,7 +341,7 @@ def test_burst_of_submits_cannot_overshoot_the_backlog_cap(stack: Stack, tmp_pat
 
         async def runner_consumer() -> None:
             nc = await nats.connect(server.url)
-            await streams.ensure_runner_consumer(nc.jetstream(), _settings().bus_limits())
+            await streams.ensure_consumer(nc.jetstream(), streams.RUNNER_CONSUMER, _settings().bus_limits())
             await nc.close()
 
         asyncio.run(runner_consumer())  # as a runner would make it; no runner consumes
