@@ -12,12 +12,9 @@ import redis.asyncio as aioredis
 from beanie import init_beanie
 from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
@@ -25,14 +22,17 @@ from pymongo import AsyncMongoClient
 
 from bus import client, streams
 from config.loader import load
-from gateway.accounts import DOCUMENTS as ACCOUNT_DOCUMENTS
-from gateway.accounts import AccountService
-from gateway.backlog import Backlog
-from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest
+from gateway.accounts.controller import AuthController
+from gateway.accounts.service import DOCUMENTS as ACCOUNT_DOCUMENTS
+from gateway.accounts.service import AccountService
+from gateway.dependencies import Services, store_services
+from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, document_problems
+from gateway.executions.backlog import Backlog
+from gateway.executions.controller import ExecutionController
+from gateway.executions.service import ExecutionService
+from gateway.ops import Metrics, health, moved, ready
 from gateway.quotas import Quotas
-from gateway.routes import AuthController, ExecutionController, health, moved, ready
-from gateway.security import ApiQuotaMiddleware, RequestIdFilter, check_metrics_token, with_request_id
-from gateway.services import ExecutionService
+from gateway.security import ApiQuotaMiddleware, RequestIdFilter, with_request_id
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService
 from telemetry.setup import setup_logging, setup_tracing
@@ -48,21 +48,6 @@ async def index() -> File:
 
 
 static_files = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
-
-
-PROBLEM_SCHEMA = Schema(
-    type=OpenAPIType.OBJECT,
-    description="RFC 9457 problem details",
-    required=["status", "title"],
-    properties={
-        "type": Schema(type=OpenAPIType.STRING),
-        "title": Schema(type=OpenAPIType.STRING),
-        "status": Schema(type=OpenAPIType.INTEGER),
-        "detail": Schema(type=OpenAPIType.STRING),
-        "instance": Schema(type=OpenAPIType.STRING),
-        "extra": Schema(),
-    },
-)
 
 
 class Gateway(Litestar):
@@ -93,27 +78,6 @@ class GatewayRequest(Request):
             raise InvalidRequest("the body's JSON is nested too deeply") from None
 
 
-def document_problem_responses(app: Litestar) -> None:
-    """Every error is answered as application/problem+json (gateway.errors); say so in OpenAPI.
-
-    Litestar documents its generated error responses as application/json with another shape.
-    """
-    for path_item in (app.openapi_schema.paths or {}).values():
-        for method in ("get", "put", "post", "delete", "patch", "options", "head"):
-            operation = getattr(path_item, method, None)
-            if operation is None:
-                continue
-            responses = operation.responses or {}
-            for code in ("400", "401", "404", "409", "410", "413", "422", "429", "500", "503"):
-                existing = responses.get(code)
-                description = existing.description if isinstance(existing, OpenAPIResponse) else "Problem"
-                responses[code] = OpenAPIResponse(
-                    description=description or "Problem",
-                    content={"application/problem+json": OpenAPIMediaType(schema=PROBLEM_SCHEMA)},
-                )
-            operation.responses = responses
-
-
 def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -129,7 +93,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             tokens = TokenService(settings, redis)
             quotas = Quotas(redis)
             backlog.start()
-            app.state.update(
+            services = Services(
                 settings=settings,
                 nc=nc,
                 js=js,
@@ -137,10 +101,10 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 mongo=mongo,
                 tokens=tokens,
                 quotas=quotas,
-                backlog=backlog,
                 accounts=AccountService(settings, tokens, redis),
-                service=ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
+                executions=ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
             )
+            store_services(app.state, services)
             yield
         finally:
             await backlog.stop()
@@ -148,23 +112,6 @@ def create_app(settings: GatewaySettings) -> Litestar:
             await redis.aclose()
             await mongo.close()
             tracing.shutdown()
-
-    def provide_service(state: State) -> ExecutionService:
-        service: ExecutionService = state.service
-        return service
-
-    def provide_accounts(state: State) -> AccountService:
-        accounts: AccountService = state.accounts
-        return accounts
-
-    def provide_tokens(state: State) -> TokenService:
-        tokens: TokenService = state.tokens
-        return tokens
-
-    class Metrics(PrometheusController):
-        path = "/metrics"
-        include_in_schema = False
-        guards = [check_metrics_token]
 
     prometheus = PrometheusConfig(
         app_name="coderunner_gateway",
@@ -174,13 +121,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
     )
     return Gateway(
         route_handlers=[AuthController, ExecutionController, health, ready, index, static_files, moved, Metrics],
-        dependencies={
-            "service": Provide(provide_service, sync_to_thread=False),
-            "accounts": Provide(provide_accounts, sync_to_thread=False),
-            "tokens": Provide(provide_tokens, sync_to_thread=False),
-        },
         lifespan=[lifespan],
-        on_startup=[document_problem_responses],
+        on_startup=[document_problems],
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"]))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=GatewayRequest,

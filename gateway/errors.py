@@ -1,4 +1,9 @@
-"""Gateway errors, and the one place that maps them to RFC 9457 problem details."""
+"""Gateway errors, and the one place that maps them to RFC 9457 problem details.
+
+:class:`Problem` is the one declaration of the shape: every error answer's body is one (the
+exception handlers below build them, for the gateway's own errors and Litestar's), and the OpenAPI
+document's problem schema is derived from it (:func:`document_problems`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from litestar import Request, Response
+import msgspec
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from nats.errors import Error as NatsError
 
 log = logging.getLogger(__name__)
@@ -16,12 +23,31 @@ PROBLEM_BASE = "https://coderunner.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
+# The body of every error the gateway answers (its docstring is the OpenAPI schema's description).
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details"""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    extra: Any = None
+
+
 class GatewayError(Exception):
-    """Base of every error the gateway's services raise."""
+    """Base of every error the gateway's services raise; a subclass names its problem type.
+
+    ``class JobNotFound(GatewayError, status=404, title="Job not found", slug="job-not-found")``
+    answers 404 with ``type`` ``https://coderunner.dev/problems/job-not-found``.
+    """
 
     status = 500
     title = "Internal error"
     slug = "internal"
+
+    def __init_subclass__(cls, *, status: int, title: str, slug: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status, cls.title, cls.slug = status, title, slug
 
     def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
         self.detail = detail
@@ -29,48 +55,37 @@ class GatewayError(Exception):
         super().__init__(detail or self.title)
 
 
-class JobNotFound(GatewayError):
-    status, title, slug = 404, "Job not found", "job-not-found"
+class JobNotFound(GatewayError, status=404, title="Job not found", slug="job-not-found"): ...
 
 
-class CodeTooLarge(GatewayError):
-    status, title, slug = 413, "Submission too large", "too-large"
+class CodeTooLarge(GatewayError, status=413, title="Submission too large", slug="too-large"): ...
 
 
-class InvalidRequest(GatewayError):
-    status, title, slug = 400, "Invalid request", "invalid-request"
+class InvalidRequest(GatewayError, status=400, title="Invalid request", slug="invalid-request"): ...
 
 
-class Unauthorized(GatewayError):
-    status, title, slug = 401, "Not authenticated", "unauthorized"
+class Conflict(GatewayError, status=409, title="Conflict", slug="conflict"): ...
 
+
+class TooManyRequests(GatewayError, status=429, title="Too many requests", slug="rate-limited"): ...
+
+
+class Gone(GatewayError, status=410, title="Gone", slug="gone"): ...
+
+
+class QueueFull(GatewayError, status=503, title="Too busy", slug="queue-full"): ...
+
+
+class BusUnavailable(GatewayError, status=503, title="Queue unavailable", slug="queue-unavailable"): ...
+
+
+# draft-ietf-httpapi-idempotency-key-header: a key reused with another payload is 422.
+class IdempotencyKeyReused(GatewayError, status=422, title="Idempotency-Key reused", slug="idempotency-key-reused"): ...
+
+
+class Unauthorized(GatewayError, status=401, title="Not authenticated", slug="unauthorized"):
     def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
-
-
-class Conflict(GatewayError):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class TooManyRequests(GatewayError):
-    status, title, slug = 429, "Too many requests", "rate-limited"
-
-
-class Gone(GatewayError):
-    status, title, slug = 410, "Gone", "gone"
-
-
-class QueueFull(GatewayError):
-    status, title, slug = 503, "Too busy", "queue-full"
-
-
-class BusUnavailable(GatewayError):
-    status, title, slug = 503, "Queue unavailable", "queue-unavailable"
-
-
-class IdempotencyKeyReused(GatewayError):
-    # draft-ietf-httpapi-idempotency-key-header: a key reused with another payload is 422.
-    status, title, slug = 422, "Idempotency-Key reused", "idempotency-key-reused"
 
 
 # --- answers: every error is an RFC 9457 problem document ------------------------------------------
@@ -91,10 +106,8 @@ def problem(
     *,
     headers: Mapping[str, str] | None = None,
     extra: Any = None,
-) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
-    if extra:
-        body["extra"] = extra
+) -> Response[Problem]:
+    body = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail, extra=extra or None)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 
 
@@ -102,15 +115,15 @@ def _where(request: Request[Any, Any, Any]) -> str:
     return f"{request.method} {request.scope.get('path', '?')}"
 
 
-def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[dict[str, Any]]:
+def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Problem]:
     if exc.status >= 500:
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
         log.warning("%s answered %d: %s%s", _where(request), exc.status, exc.detail or exc.title, cause)
     return problem(exc.status, exc.title, exc.slug, exc.detail or exc.title, headers=exc.headers)
 
 
-def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Litestar's own errors: validation, routing (404, 405), body too large..."""
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    """Litestar's own errors: validation, routing (404, 405), body too large, guards (403)..."""
     status = exc.status_code
     try:
         title = HTTPStatus(status).phrase
@@ -123,7 +136,7 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     return problem(status, title, _SLUGS.get(status, f"http-{status}"), detail, headers=exc.headers, extra=exc.extra)
 
 
-def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[dict[str, Any]]:
+def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[Problem]:
     """A NATS error no service turned into an answer: the bus is unavailable, try again."""
     log.warning("%s answered 503: NATS %s: %s", _where(request), type(exc).__name__, exc)
     return problem(
@@ -135,7 +148,7 @@ def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[dict[
     )
 
 
-def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Anything else is a bug or an outage: log it with its traceback; tell the client nothing of it."""
     log.error("%s failed: %s: %s", _where(request), type(exc).__name__, exc, exc_info=exc)
     return problem(500, "Internal error", "internal", "the server failed; the request id identifies it in the logs")
@@ -147,3 +160,42 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     NatsError: bus_error,
     Exception: unexpected_error,
 }
+
+
+# --- the OpenAPI document says so -------------------------------------------------------------------
+
+DOCUMENTED_STATUSES = ("400", "401", "404", "409", "410", "413", "422", "429", "500", "503")
+
+
+def _problem_schema() -> Schema:
+    """:class:`Problem` as an OpenAPI schema, from msgspec's JSON schema of it."""
+    _, components = msgspec.json.schema_components([Problem])
+    spec = components[Problem.__name__]
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        description=spec.get("description"),
+        required=spec.get("required"),
+        properties={
+            name: Schema(type=OpenAPIType(field["type"])) if "type" in field else Schema()
+            for name, field in spec["properties"].items()
+        },
+    )
+
+
+def document_problems(app: Litestar) -> None:
+    """Every error is answered as application/problem+json; say so in OpenAPI.
+
+    Litestar documents its generated error responses as application/json with another shape.
+    """
+    media = {PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=_problem_schema())}
+    for path_item in (app.openapi_schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch", "options", "head"):
+            operation = getattr(path_item, method, None)
+            if operation is None:
+                continue
+            responses = operation.responses or {}
+            for code in DOCUMENTED_STATUSES:
+                existing = responses.get(code)
+                description = existing.description if isinstance(existing, OpenAPIResponse) else "Problem"
+                responses[code] = OpenAPIResponse(description=description or "Problem", content=media)
+            operation.responses = responses

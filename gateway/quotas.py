@@ -6,21 +6,18 @@ in any 60 s, never 20 across a minute boundary. One Lua script checks every poli
 first and counts it in all of them only if none is full, so concurrent requests cannot race past
 a limit and rejected requests use up nothing. A request that is admitted and then fails before
 doing anything (the queue is unavailable) is given back with :meth:`Quotas.refund`.
-The clock is Redis's, so replicas with skewed clocks still share one window.
+The clock is Redis's, so replicas with skewed clocks still share one window. (Open event streams
+are capped the same way: ``gateway.executions.slots``.)
 
 Answers carry the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers):
 ``RateLimit-Policy: "exec-minute";q=10;w=60`` and ``RateLimit: "exec-minute";r=9;t=42``, where
 ``t`` is when the oldest counted request leaves the window (one more unit comes back then).
-
-:class:`StreamSlots` caps concurrent event streams per user and per job the same way: a sorted set
-of open streams scored by their lease's expiry, renewed while a stream is open, so a replica that
-dies without closing its streams frees their slots when the leases run out.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -57,35 +54,6 @@ for i = 1, #KEYS do
   table.insert(out, tonumber(oldest[2]) + window - now)
 end
 return out
-"""
-
-# KEYS: the user's and the job's sets of open streams. ARGV: member, lease ms, user limit, job limit.
-# Returns {1, 0} when admitted, else {0, 1 (user full) or 2 (job full)}.
-_OPEN_STREAM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, 2 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then
-    return {0, i}
-  end
-end
-for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]))
-end
-return {1, 0}
-"""
-
-# KEYS: the same two sets. ARGV: member, lease ms. Extends the lease of a stream still open.
-_RENEW_STREAM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]))
-end
-return 1
 """
 
 
@@ -155,47 +123,3 @@ class Quotas:
                 for key in decision.keys:
                     pipe.zrem(key, decision.member)
                 await pipe.execute()
-
-
-@dataclass(slots=True)
-class StreamSlot:
-    keys: tuple[str, str]
-    member: str
-    lease_ms: int
-    renewed_at: float = field(default=0.0)
-
-
-class StreamSlots:
-    """At most ``per_user`` open event streams per user and ``per_job`` per job, across replicas."""
-
-    def __init__(self, redis: aioredis.Redis, *, per_user: int, per_job: int, lease_seconds: float) -> None:
-        self.redis = redis
-        self.per_user = per_user
-        self.per_job = per_job
-        self.lease_ms = int(lease_seconds * 1000)
-        self._open = redis.register_script(_OPEN_STREAM)
-        self._renew = redis.register_script(_RENEW_STREAM)
-
-    async def acquire(self, user_id: str, job_id: str) -> StreamSlot:
-        keys = (f"coderunner:streams:user:{user_id}", f"coderunner:streams:job:{job_id}")
-        member = secrets.token_hex(8)
-        ok, which = (
-            int(x) for x in await self._open(keys=list(keys), args=[member, self.lease_ms, self.per_user, self.per_job])
-        )
-        if not ok:
-            detail = (
-                f"you have {self.per_user} event streams open already; close one first"
-                if which == 1
-                else f"this job has {self.per_job} event streams open already; close one first"
-            )
-            raise TooManyRequests(detail, headers={"Retry-After": "5"})
-        return StreamSlot(keys=keys, member=member, lease_ms=self.lease_ms)
-
-    async def renew(self, slot: StreamSlot) -> None:
-        await self._renew(keys=list(slot.keys), args=[slot.member, slot.lease_ms])
-
-    async def release(self, slot: StreamSlot) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for key in slot.keys:
-                pipe.zrem(key, slot.member)
-            await pipe.execute()

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import contextvars
-import hmac
-import json
 import logging
 import re
 import secrets
 from collections.abc import Iterable
-from typing import Any
 
-from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PROBLEM_BASE, TooManyRequests, Unauthorized
-from gateway.quotas import Policy, Quotas
+from gateway.dependencies import services_of
+from gateway.quotas import Policy
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -99,22 +94,15 @@ async def with_request_id(scope: Scope, receive: Receive, send: Send, next_app: 
         request_id.reset(token)
 
 
-def check_metrics_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of ``/metrics``: with ``METRICS_TOKEN`` set, only ``Authorization: Bearer <token>``."""
-    expected: str | None = connection.app.state.settings.metrics_token
-    if expected is None:
-        return
-    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("send `Authorization: Bearer <METRICS_TOKEN>`")
-
-
 # Routes outside the per-client API quota: probes, metrics, docs and the page itself.
 QUOTA_EXEMPT = ("/health", "/ready", "/metrics", "/schema", "/static", "/favicon.ico")
 
 
 class ApiQuotaMiddleware(ASGIMiddleware):
-    """``API_LIMIT_PER_MINUTE`` requests per client address on the rest of the API."""
+    """``API_LIMIT_PER_MINUTE`` requests per client address on the rest of the API.
+
+    A refusal (``TooManyRequests``) is answered by the app's exception handlers, as any error is.
+    """
 
     scopes = (ScopeType.HTTP,)
 
@@ -127,12 +115,8 @@ class ApiQuotaMiddleware(ASGIMiddleware):
         if path == "/" or path.startswith(QUOTA_EXEMPT):
             await next_app(scope, receive, send)
             return
-        quotas: Quotas = scope["litestar_app"].state.quotas
-        try:
-            decision = await quotas.take(f"client:{client_address(scope, self.trusted)}", [self.policy])
-        except TooManyRequests as exc:
-            await _problem(send, exc)
-            return
+        quotas = services_of(scope["litestar_app"].state).quotas
+        decision = await quotas.take(f"client:{client_address(scope, self.trusted)}", [self.policy])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -143,16 +127,3 @@ class ApiQuotaMiddleware(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_headers)
-
-
-async def _problem(send: Send, exc: TooManyRequests) -> None:
-    body = json.dumps(
-        {"type": PROBLEM_BASE + exc.slug, "title": exc.title, "status": exc.status, "detail": exc.detail}
-    ).encode()
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

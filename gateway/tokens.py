@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +41,17 @@ def role_deny_key(user_id: str, role: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who is calling. What their role lets them do is decided in ``gateway.guards``."""
+
     user_id: str
     role: str
     family_id: str | None = None
 
-    @property
-    def is_staff(self) -> bool:
-        return self.role in ("teacher", "admin")
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if there is one."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 class TokenService:

@@ -36,7 +36,7 @@ def submission(job_id: str) -> str:
 
 def execution(event: ExecutionEvent) -> str:
     """The subject an execution event is published on: its job, then its kind."""
-    return f"{PREFIX}.executions.{_token(event.job_id)}.{kind(event)}"
+    return of_kind(event.job_id, type(event))
 
 
 def executions_of(job_id: str) -> str:
@@ -44,8 +44,13 @@ def executions_of(job_id: str) -> str:
     return f"{PREFIX}.executions.{_token(job_id)}.*"
 
 
+def of_kind(job_id: str, event_type: type[ExecutionEvent]) -> str:
+    """The subject of one job's events of one type (e.g. its ``finished`` event)."""
+    return f"{PREFIX}.executions.{_token(job_id)}.{kind(event_type)}"
+
+
 def finished_of(job_id: str) -> str:
-    return f"{PREFIX}.executions.{_token(job_id)}.{kind(ExecutionFinished)}"
+    return of_kind(job_id, ExecutionFinished)
 
 
 def deadletter(source: str) -> str:

@@ -17,6 +17,7 @@ from bus import streams
 from consumers.caching import cache_key
 from local import embedded
 from schemas import subjects
+from schemas.executions import ExecutionStarted
 from schemas.results import JobResult
 from tests.conftest import Stack, wait_for
 from tests.helpers import output_of, read_events, stored_messages, submit
@@ -118,7 +119,7 @@ def test_idempotency_key_runs_once(stack: Stack, runner, nats_url: str) -> None:
         c = submit(client, code, key="retry-me-1")
         assert c["jobId"] == a["jobId"]
     assert len(stored_messages(nats_url, streams.SUBMISSIONS, subjects.submission(a["jobId"]))) == 1
-    started = stored_messages(nats_url, streams.EXECUTIONS, subjects.execution(a["jobId"], "started"))
+    started = stored_messages(nats_url, streams.EXECUTIONS, subjects.of_kind(a["jobId"], ExecutionStarted))
     assert len(started) == 1
 
 

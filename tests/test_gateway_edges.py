@@ -20,7 +20,7 @@ import pytest
 
 from bus import streams
 from config.loader import SettingsError, load
-from gateway.services import job_id_for
+from gateway.executions.service import job_id_for
 from gateway.settings import GatewaySettings
 from local import embedded
 from schemas import subjects

@@ -24,8 +24,8 @@ from beanie import Document
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from gateway.accounts.models import LoginRequest, RegisterRequest, TokenPair, UserOut
 from gateway.errors import Conflict, InvalidRequest, TooManyRequests, Unauthorized
-from gateway.models import LoginRequest, RegisterRequest, TokenPair, UserOut
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService, hash_refresh_token, new_refresh_token
 

@@ -1,33 +1,10 @@
-"""HTTP request and response bodies (camelCase JSON). Separate from bus events and storage."""
+"""Accounts' HTTP request and response bodies (camelCase JSON). Separate from storage."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
-
-
-class SubmitRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    code: str
-    stdin: str = ""
-    problem_id: str | None = None
-
-
-class SubmitAccepted(Struct, frozen=True, kw_only=True, rename="camel"):
-    job_id: str
-    status: Literal["queued", "running", "completed", "failed"]
-    events_url: str
-    result_url: str
-
-
-class Health(Struct, frozen=True):
-    status: str
-
-
-class Readiness(Struct, frozen=True):
-    status: Literal["ready", "unavailable"]
-    checks: dict[str, str]
-
 
 Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$", max_length=254)]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
@@ -64,12 +41,3 @@ class UserOut(Struct, frozen=True, kw_only=True, rename="camel"):
     display_name: str
     level: str
     role: str
-
-
-class QueueStats(Struct, frozen=True, kw_only=True, rename="camel"):
-    depth: int
-    pending: int
-    in_flight: int
-    capacity: int
-    estimated_wait_seconds: float
-    updated_at: str

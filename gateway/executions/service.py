@@ -1,4 +1,4 @@
-"""Execution service: the gateway's logic behind the thin route handlers.
+"""Executions: queue a submission, read a job's result, follow its events.
 
 No code ever runs here: the only way to execute is to publish a submission to JetStream.
 """
@@ -25,7 +25,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bus import client, history, streams
 from consumers.caching import cache_key
-from gateway.backlog import Backlog
 from gateway.errors import (
     RETRY_AFTER_BUS,
     BusUnavailable,
@@ -35,8 +34,11 @@ from gateway.errors import (
     JobNotFound,
     Unauthorized,
 )
-from gateway.models import SubmitAccepted, SubmitRequest
-from gateway.quotas import Decision, Policy, Quotas, StreamSlot, StreamSlots
+from gateway.executions.backlog import Backlog
+from gateway.executions.models import SubmitRequest
+from gateway.executions.slots import StreamSlot, StreamSlots
+from gateway.guards import can_read
+from gateway.quotas import Decision, Policy, Quotas
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
 from schemas import subjects
@@ -48,12 +50,23 @@ from schemas.submissions import Limits, SubmissionRequested
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY_MAX = 255
+
+
 def job_id_for(user_id: str, idempotency_key: str | None) -> str:
     """A fresh id, or one derived from (user, key) so a retried request maps to the same job."""
     if idempotency_key is None:
         return secrets.token_urlsafe(16)
     digest = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).digest()[:16]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A submission that is queued (or may be): its job, the ticket for its events, quota headers."""
+
+    job_id: str
+    ticket: str
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +115,8 @@ class ExecutionService:
 
     async def submit(
         self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None, family_id: str | None = None
-    ) -> tuple[SubmitAccepted, dict[str, str]]:
-        """Queue a submission; returns the answer and the quota headers that go with it.
+    ) -> Queued:
+        """Queue a submission; returns its job id, its ticket and the quota headers that go with it.
 
         A 503 means "not queued": the quota is given back and nothing goes out later. When the
         publish went out but its ack did not come back, whether it was stored is unknown: that is
@@ -124,12 +137,7 @@ class ExecutionService:
         job_id = job_id_for(user_id, idempotency_key)
         # The ticket belongs to this login (family): signing out ends its streams too.
         ticket = self.tokens.sse_ticket(user_id, job_id, family_id)
-        accepted = SubmitAccepted(
-            job_id=job_id,
-            status="queued",
-            events_url=f"/execution/result/{job_id}/events?ticket={ticket}",
-            result_url=f"/execution/result/{job_id}",
-        )
+        retried = Queued(job_id=job_id, ticket=ticket, headers={})  # a retry takes no quota
         if idempotency_key is not None:
             # Past JetStream's duplicate window a retried key must still not run twice (and a
             # retry does not count against the quota).
@@ -137,7 +145,7 @@ class ExecutionService:
                 stored = await history.submission_of(self.js, job_id)
             if stored is not None:
                 _check_same_payload(stored, request)
-                return accepted, {}
+                return retried
         self.backlog.admit()  # raises 503 when full; reserves room otherwise
         try:
             decision = await self.quotas.take(f"user:{user_id}", self.exec_policies)
@@ -169,7 +177,7 @@ class ExecutionService:
             # The message went out; whether JetStream stored it is unknown. Count it as queued.
             self.backlog.published_one()
             log.warning("job %s: publish unconfirmed (%s: %s); answered as queued", job_id, type(exc).__name__, exc)
-            return accepted, decision.headers
+            return Queued(job_id=job_id, ticket=ticket, headers=decision.headers)
         except BaseException:
             self.backlog.release()
             await self._refund(decision)
@@ -184,10 +192,10 @@ class ExecutionService:
                 if stored is not None:
                     _check_same_payload(stored, request)
             log.info("job %s: duplicate submission (seq %s)", job_id, ack.seq)
-            return accepted, {}
+            return retried
         self.backlog.published_one()
         log.info("job %s queued (seq %s)", job_id, ack.seq)
-        return accepted, decision.headers
+        return Queued(job_id=job_id, ticket=ticket, headers=decision.headers)
 
     async def _refund(self, decision: Decision) -> None:
         try:
@@ -196,12 +204,12 @@ class ExecutionService:
             log.warning("quota refund failed: %s", exc)
 
     async def _authorize(self, job_id: str, principal: Principal) -> None:
-        """A job is visible to its owner and to staff; anyone else gets the same 404 as for no job."""
+        """404 unless the job exists and ``principal`` may read it (``gateway.guards.can_read``)."""
         if not subjects.JOB_ID_RE.fullmatch(job_id):
             raise JobNotFound(f"no job {job_id!r}")
         with _bus_errors("the job store is unavailable"):
             submission = await history.submission_of(self.js, job_id)
-        if submission is None or (submission.user_id != principal.user_id and not principal.is_staff):
+        if submission is None or not can_read(principal, submission.user_id):
             raise JobNotFound(f"no job {job_id!r}")
 
     async def result(self, job_id: str, principal: Principal) -> JobResult:

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from bus import streams
 from gateway.errors import QueueFull
-from gateway.models import QueueStats
+from gateway.executions.models import QueueStats
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

@@ -1,0 +1,1 @@
+"""Accounts: sign-up, sign-in, refresh-token rotation and revocation (``/auth``)."""

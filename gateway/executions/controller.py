@@ -1,0 +1,124 @@
+"""Execution routes: parse, call the service, shape the response (URLs by route name)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from gateway.dependencies import AUTHENTICATED, MAYBE_AUTHENTICATED, services_of
+from gateway.errors import InvalidRequest
+from gateway.executions.models import QueueStats, SubmitAccepted, SubmitRequest
+from gateway.executions.service import ExecutionService, StreamItem
+from gateway.tokens import Principal
+from schemas.results import JobResult
+
+SSE_RETRY_MS = 1000
+RESULT = "execution:result"
+EVENTS = "execution:events"
+
+
+def provide_executions(state: State) -> ExecutionService:
+    return services_of(state).executions
+
+
+_SEQUENCE_RE = re.compile(r"[0-9]{1,19}")
+
+
+def _last_event_id(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not _SEQUENCE_RE.fullmatch(raw):
+        raise InvalidRequest("Last-Event-ID must be a stream sequence number from this stream's `id:` lines")
+    return int(raw)
+
+
+async def _to_sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[ServerSentEventMessage]:
+    retry: int | None = SSE_RETRY_MS  # sent once, with the first data-carrying event
+    async for item in items:
+        if item.kind == "heartbeat":
+            # A comment only: never dispatched as an event by clients.
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+            continue
+        if item.kind == "done":
+            yield ServerSentEventMessage(event="done", data=item.data.decode(), retry=retry)
+        else:
+            yield ServerSentEventMessage(id=item.seq, event=item.name, data=item.data.decode(), retry=retry)
+        retry = None
+
+
+class ExecutionController(Controller):
+    path = "/execution"
+    tags = ["execution"]
+    dependencies = {"executions": Provide(provide_executions, sync_to_thread=False)}
+
+    @post(
+        "/submit",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Queue code for execution",
+        dependencies={"principal": AUTHENTICATED},
+    )
+    async def submit(
+        self,
+        data: SubmitRequest,
+        executions: ExecutionService,
+        principal: Principal,
+        request: Request[Any, Any, Any],
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+    ) -> Response[SubmitAccepted]:
+        queued = await executions.submit(
+            data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
+        )
+        result_url = request.app.route_reverse(RESULT, job_id=queued.job_id)
+        events_url = (
+            request.app.route_reverse(EVENTS, job_id=queued.job_id) + "?" + urlencode({"ticket": queued.ticket})
+        )
+        accepted = SubmitAccepted(job_id=queued.job_id, status="queued", events_url=events_url, result_url=result_url)
+        return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": result_url, **queued.headers})
+
+    @get(
+        "/result/{job_id:str}",
+        name=RESULT,
+        summary="A job's current state",
+        dependencies={"principal": AUTHENTICATED},
+    )
+    async def result(self, job_id: str, executions: ExecutionService, principal: Principal) -> JobResult:
+        return await executions.result(job_id, principal)
+
+    @get(
+        "/result/{job_id:str}/events",
+        name=EVENTS,
+        summary="A job's events as server-sent events, ending with `done`",
+        description="Authenticate with a bearer token, or with the `ticket` from `eventsUrl` (EventSource "
+        "cannot send headers); the ticket is valid for this one job for 10 minutes.",
+        opt={"skip_metrics": True},
+        dependencies={"principal": MAYBE_AUTHENTICATED},
+    )
+    async def events(
+        self,
+        job_id: str,
+        executions: ExecutionService,
+        principal: Principal | None,
+        ticket: str | None = None,
+        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    ) -> ServerSentEvent:
+        after = _last_event_id(last_event_id)
+        reader = await executions.authorize_stream(job_id, principal, ticket)
+        events = await executions.open_events(job_id, after, reader=reader)
+        return ServerSentEvent(
+            _to_sse(events),
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @get("/queue/stats", summary="The runners' backlog: depth, in flight, capacity, estimated wait")
+    async def queue_stats(self, executions: ExecutionService) -> QueueStats:
+        return executions.backlog.stats()
