@@ -77,7 +77,7 @@ CONSUMERS: dict[str, Durable] = {d.name: d for d in DURABLES if d.handler_factor
 class BusLimits:
     """The operator's knobs for streams and the runner consumer."""
 
-    retention_seconds: float
+    stream_retention_seconds: float
     duplicate_window_seconds: float
     runner_ack_wait_seconds: float
     runner_max_deliver: int
@@ -89,7 +89,7 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
     common = dict(
         retention=RetentionPolicy.LIMITS,  # replay for incident analysis needs limits, not work-queue
         storage=StorageType.FILE,
-        max_age=limits.retention_seconds,
+        max_age=limits.stream_retention_seconds,
         discard=DiscardPolicy.OLD,
         allow_direct=True,  # results are read by subject with direct gets
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import msgspec
 from msgspec import Struct
 
 from bus.streams import BusLimits
@@ -24,9 +27,6 @@ class CommonSettings(Struct, frozen=True, kw_only=True):
     otel_exporter_otlp_endpoint: str | None = None
 
     def bus_limits(self) -> BusLimits:
-        return BusLimits(
-            retention_seconds=self.stream_retention_seconds,
-            duplicate_window_seconds=self.duplicate_window_seconds,
-            runner_ack_wait_seconds=self.runner_ack_wait_seconds,
-            runner_max_deliver=self.runner_max_deliver,
-        )
+        """The stream and consumer knobs among these settings (same names in both)."""
+        names = {f.name for f in dataclasses.fields(BusLimits)}
+        return BusLimits(**{f.name: getattr(self, f.name) for f in msgspec.structs.fields(self) if f.name in names})

@@ -93,16 +93,17 @@ def create_app(settings: GatewaySettings) -> Litestar:
             tokens = TokenService(settings, redis)
             quotas = Quotas(redis)
             backlog.start()
+            # In field order: settings, the clients, then the services built on them.
             services = Services(
-                settings=settings,
-                nc=nc,
-                js=js,
-                redis=redis,
-                mongo=mongo,
-                tokens=tokens,
-                quotas=quotas,
-                accounts=AccountService(settings, tokens, redis),
-                executions=ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
+                settings,
+                nc,
+                js,
+                redis,
+                mongo,
+                tokens,
+                quotas,
+                AccountService(settings, tokens, redis),
+                ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
             )
             store_services(app.state, services)
             yield

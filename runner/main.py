@@ -88,14 +88,7 @@ async def serve(settings: RunnerSettings) -> None:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
         advisories = await deadletters.listen(nc, js)
-        runner = Runner(
-            js,
-            sandbox,
-            runner_id=settings.runner_id,
-            concurrency=settings.runner_concurrency,
-            ack_wait=settings.runner_ack_wait_seconds,
-            max_deliver=settings.runner_max_deliver,
-        )
+        runner = Runner(js, sandbox, settings)
 
         async def answer_stats(msg: Msg) -> None:
             stats = RunnerStats(

@@ -29,6 +29,7 @@ from opentelemetry import propagate, trace
 
 from bus import client, deadletters, history, streams
 from bus.settle import Permanent, Transient, settle
+from runner.settings import RunnerSettings
 from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure, TestCase
 from schemas import subjects
 from schemas.deadletter import DeadLetterReason
@@ -99,22 +100,13 @@ class ChunkPublisher:
 
 
 class Runner:
-    def __init__(
-        self,
-        js: JetStreamContext,
-        sandbox: Sandbox,
-        *,
-        runner_id: str,
-        concurrency: int,
-        ack_wait: float,
-        max_deliver: int,
-    ) -> None:
+    def __init__(self, js: JetStreamContext, sandbox: Sandbox, settings: RunnerSettings) -> None:
         self.js = js
         self.sandbox = sandbox
-        self.runner_id = runner_id
-        self.concurrency = concurrency
-        self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
+        self.runner_id = settings.runner_id
+        self.concurrency = settings.runner_concurrency
+        self.ack_wait = settings.runner_ack_wait_seconds
+        self.max_deliver = settings.runner_max_deliver
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         # One pipeline per submission mode.

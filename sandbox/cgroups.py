@@ -25,6 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ CPU_PERIOD_US = 100_000
 PARENT = "coderunner"
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupLimits:
+class CgroupLimits(NamedTuple):
     memory_bytes: int
     cpus: float
     pids: int
@@ -78,6 +78,24 @@ class CgroupSlot:
             return int((self.paths["memory"] / "memory.failcnt").read_text()) > 0
         return False
 
+    def limit_job(self, memory_bytes: int | None, pids: int | None) -> bool:
+        """Lower this sandbox's limits for its job (below the ceilings set at creation).
+
+        ``pids`` counts the job's processes: those already in the group (bwrap, the harness) are
+        added. False if a limit could not be written (the caller falls back to rlimits).
+        """
+        try:
+            if memory_bytes is not None:
+                memory = self.paths["memory"]
+                _write(memory / "memory.limit_in_bytes", memory_bytes)  # lowering: this one first
+                with contextlib.suppress(FileNotFoundError):
+                    _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
+            if pids is not None:
+                _lower_pids(self.paths["pids"], pids)
+        except (OSError, KeyError, ValueError):
+            return False
+        return True
+
     def renice(self, value: int) -> None:
         for pid in self.pids():
             with contextlib.suppress(OSError):
@@ -113,6 +131,16 @@ class CgroupSlotV2(CgroupSlot):
 
     def oom_killed(self) -> bool:
         return _keyed(self.path / "memory.events").get("oom_kill", 0) > 0
+
+    def limit_job(self, memory_bytes: int | None, pids: int | None) -> bool:
+        try:
+            if memory_bytes is not None:
+                _write(self.path / "memory.max", memory_bytes)
+            if pids is not None:
+                _lower_pids(self.path, pids)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def kill_all(self) -> None:
         try:
@@ -194,6 +222,14 @@ Cgroups = CgroupV1 | CgroupV2
 
 def _write(path: Path, value: int | str) -> None:
     path.write_text(str(value))
+
+
+def _lower_pids(group: Path, job: int) -> None:
+    """pids.max = the processes already in ``group`` + the job's own, if that is lower."""
+    wanted = int((group / "pids.current").read_text()) + job
+    ceiling = (group / "pids.max").read_text().strip()
+    if ceiling == "max" or wanted < int(ceiling):
+        _write(group / "pids.max", wanted)
 
 
 def _keyed(path: Path) -> dict[str, int]:
