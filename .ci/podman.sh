@@ -166,12 +166,12 @@ label_of() {  # label_of IMAGE KEY
     podman image inspect --format "{{ index .Labels \"$2\" }}" "$1" 2>/dev/null || true
 }
 PYTHON=${PYTHON:-/usr/bin/python3.11}
-base_key=$( { sha256sum "$HERE/sandbox/rootfs.sh"; "$PYTHON" -VV; } | sha256sum | cut -c1-16)
+base_key=$( { sha256sum <"$HERE/deploy/sandbox/rootfs.sh"; "$PYTHON" -VV; } | sha256sum | cut -c1-16)
 if [ "$FORCE_REBUILD" != 1 ] && [ "$(label_of "$BASE_IMAGE" coderunner.rootfs)" = "$base_key" ]; then
     log "$BASE_IMAGE up to date ($base_key)"
 else
     tmp=$(mktemp -d)
-    PYTHON=$PYTHON bash "$HERE/sandbox/rootfs.sh" "$tmp/rootfs.tar"
+    PYTHON=$PYTHON bash "$HERE/deploy/sandbox/rootfs.sh" "$tmp/rootfs.tar"
     podman import -q \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
@@ -185,7 +185,7 @@ fi
 
 # --- 5. sandbox image --------------------------------------------------------------
 step "sandbox image"
-sandbox_key=$( { sha256sum "$HERE/sandbox/Dockerfile"; podman image inspect --format '{{.Id}}' "$BASE_IMAGE"; } \
+sandbox_key=$( { sha256sum <"$HERE/deploy/sandbox/Dockerfile"; podman image inspect --format '{{.Id}}' "$BASE_IMAGE"; } \
     | sha256sum | cut -c1-16)
 if [ "$FORCE_REBUILD" != 1 ] && [ "$(label_of "$SANDBOX_IMAGE" coderunner.sandbox)" = "$sandbox_key" ]; then
     log "$SANDBOX_IMAGE up to date ($sandbox_key)"
@@ -195,7 +195,7 @@ else
     podman build -q --pull=never --layers=false --format docker \
         --build-arg "BASE=localhost/${BASE_IMAGE}" \
         --label "coderunner.sandbox=$sandbox_key" \
-        -f "$HERE/sandbox/Dockerfile" -t "$SANDBOX_IMAGE" "$ctx" >/dev/null
+        -f "$HERE/deploy/sandbox/Dockerfile" -t "$SANDBOX_IMAGE" "$ctx" >/dev/null
     rmdir "$ctx"
     # drop the previous (now dangling) builds/imports -- only ours
     podman image prune -f --filter label=coderunner.sandbox >/dev/null 2>&1 || true

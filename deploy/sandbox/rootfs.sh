@@ -4,7 +4,7 @@
 # registry access at all. Import it with:
 #   podman import rootfs.tar coderunner-python-base
 #
-# Usage: sandbox/rootfs.sh OUT.tar   (default: ./coderunner-rootfs.tar)
+# Usage: deploy/sandbox/rootfs.sh OUT.tar   (default: ./coderunner-rootfs.tar)
 # Env:   PYTHON=/usr/bin/python3.11  (interpreter to copy)
 set -euo pipefail
 
