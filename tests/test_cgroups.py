@@ -91,9 +91,7 @@ def test_the_runner_process_refuses_and_names_the_setting() -> None:
         "SANDBOX_CGROUPS": "off",
         "SANDBOX_HOST_UID_BASE": "61000",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli", "runner"], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "cli", "runner"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "SANDBOX_ALLOW_WEAK_LIMITS" in proc.stderr
     assert "memory=rlimit" in proc.stderr  # the start-up log says what enforces each limit

@@ -65,9 +65,7 @@ def test_up_reads_the_gateway_port_from_the_environment(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("command", [["gateway"], ["runner"], ["consume", "caching"]])
 def test_processes_refuse_to_start_with_bad_settings(command: list[str]) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NATS_URL": "", "GATEWAY_PORT": "http"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli", *command], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "cli", *command], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "NATS_URL is required" in proc.stderr
     if command == ["gateway"]:
@@ -101,9 +99,7 @@ def test_gateway_refuses_weak_or_missing_jwt_secret(secret: str | None, message:
            "REDIS_URL": "redis://127.0.0.1:1", "MONGODB_URI": "mongodb://127.0.0.1:1"}  # fmt: skip
     if secret is not None:
         env["JWT_SECRET"] = secret
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli", "gateway"], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "cli", "gateway"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert message in proc.stderr
     if secret:
