@@ -88,6 +88,49 @@ class TestRun:
     outcome: Outcome
 
 
+# What a program has no use for and would learn the host from (Docker's default masked paths and
+# more): files read as empty, folders as empty and read-only. Both backends mask them.
+MASKED_FILES = (
+    "/proc/kallsyms", "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/latency_stats", "/proc/sched_debug", "/proc/config.gz", "/proc/modules",
+    "/proc/iomem", "/proc/ioports", "/proc/vmallocinfo", "/proc/slabinfo", "/proc/kpageflags",
+    "/proc/kpagecount", "/proc/kpagecgroup", "/proc/sysrq-trigger", "/proc/kmsg", "/proc/interrupts",
+    "/proc/softirqs", "/proc/pagetypeinfo", "/proc/zoneinfo", "/proc/buddyinfo", "/proc/mtrr",
+    "/proc/partitions", "/proc/diskstats", "/proc/swaps", "/proc/locks", "/proc/devices", "/proc/misc",
+)  # fmt: skip
+MASKED_DIRS = (
+    "/proc/sys", "/proc/scsi", "/proc/acpi", "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
+    "/proc/driver", "/proc/tty", "/proc/pressure", "/proc/dynamic_debug",
+    "/sys/firmware", "/sys/kernel", "/sys/devices/virtual/powercap",
+)  # fmt: skip
+
+
+def clamp(limits: Limits, *, memory_bytes: int, processes: int, cpu_seconds: int, file_size_bytes: int,
+          open_files: int) -> Limits:  # fmt: skip
+    """A job's limits, none above the sandbox's ceilings."""
+    return msgspec.structs.replace(
+        limits,
+        memory_bytes=min(limits.memory_bytes, memory_bytes),
+        max_processes=min(limits.max_processes, processes),
+        cpu_time_ms=min(limits.cpu_time_ms, cpu_seconds * 1000),
+        file_size_bytes=min(limits.file_size_bytes, file_size_bytes),
+        open_files=min(limits.open_files, open_files),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A job's limits as one sandbox enforces them (see :meth:`Instance.apply`)."""
+
+    # The job's limits lowered to the sandbox's ceilings: what verdict messages name.
+    limits: Limits
+    # Settings for the harness beyond the job's limits (e.g. ``addressSpaceBytes`` where no memory
+    # cgroup holds the job's memory limit, ``tmpInodes``).
+    harness: dict[str, int]
+    # The sandbox's private scratch mounts, emptied by the harness between test cases.
+    scratch: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ExitInfo:
     """How a sandbox's harness process ended, as observed by the host."""
@@ -106,6 +149,13 @@ class Instance(Protocol):
     created_at: float
 
     def alive(self) -> bool: ...
+
+    async def apply(self, limits: Limits) -> Applied:
+        """Apply the job's memory and process limits, never above the sandbox's ceilings.
+
+        Called once, before :meth:`send`. Whatever the backend holds from outside (a cgroup) is
+        set here; the rest goes to the harness in :attr:`Applied.harness`.
+        """
 
     async def send(self, data: bytes) -> None:
         """Write the job frame and the program's stdin, then close stdin."""

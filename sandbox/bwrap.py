@@ -36,11 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import cgroups
-from sandbox.base import ExitInfo, SandboxFailure, SandboxUnavailable
+from sandbox.base import (
+    MASKED_DIRS,
+    MASKED_FILES,
+    Applied,
+    ExitInfo,
+    SandboxFailure,
+    SandboxUnavailable,
+    clamp,
+)
 from sandbox.executor import READY, harness_argv
 from sandbox.seccomp import program as seccomp_program
 from schemas.executions import StreamName
-from schemas.submissions import MiB
+from schemas.submissions import Limits, MiB
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,12 @@ class BwrapConfig:
     cpus: float = 0.5
     pids: int = 50
     tmp_bytes: int = 50 * MiB
-    # Ceilings; each job's own (lower) limits are applied by the harness.
+    # /dev/shm: its own tmpfs, as /tmp (files there are memory no address-space limit counts).
+    shm_bytes: int = 16 * MiB
+    # Files and folders in /tmp and /dev/shm together: bwrap cannot cap a tmpfs's inodes, so the
+    # harness ends a job that makes more (checked every 50 ms).
+    tmp_inodes: int = 25_000
+    # Ceilings; each job's own (lower) limits are applied at job time, never above these.
     cpu_seconds: int = 60
     open_files: int = 1024
     file_size_bytes: int = 50 * MiB
@@ -70,6 +83,10 @@ class BwrapConfig:
     # "v1" / "v2": only that one; "off": rlimits only.
     cgroups: str = "auto"
     cgroup_name: str = "coderunner"
+    # TEST-ONLY switches (never a runner setting): the conformance suite turns a protection off
+    # to prove that the checks naming it fail without it.
+    seccomp: bool = True
+    isolate_network: bool = True
 
 
 def find_bwrap(setting: str = "auto") -> str:
@@ -177,6 +194,42 @@ def _root_binds(python: str) -> list[str]:
     return args
 
 
+# The sandbox's own writable mounts (see _argv), emptied between test cases.
+SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
+
+
+def _proc_masks(empty: str | None) -> list[str]:
+    """Mask what the sandbox's /proc shows of the host (the same kernel's entries as here): files
+    the sandbox's uid could read get /dev/null bound over them (``--dev-bind``: a read-only bind is
+    nodev, so unreadable); non-empty folders get an empty folder bound read-only (``empty``, else
+    an empty tmpfs remounted read-only). Root-only entries need no mask. /sys is not mounted at all.
+    Each mask is a mount made at start and unmade at the end: only the needed ones."""
+    args: list[str] = []
+    for path in MASKED_FILES:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if path.startswith("/proc/") and stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH:
+                args += ["--dev-bind", "/dev/null", path]
+    for path in MASKED_DIRS:
+        with contextlib.suppress(OSError):
+            if path.startswith("/proc/") and os.listdir(path):
+                args += ["--ro-bind", empty, path] if empty else ["--tmpfs", path, "--remount-ro", path]
+    return args
+
+
+def _empty_dir() -> str | None:
+    """A root-owned empty folder the sandboxes' uids can bind (root runners only)."""
+    path = SHARED_BIN_DIR / "empty"
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.chmod(0o555)
+        if any(path.iterdir()) or not _safe_tree(path):
+            return None
+    except OSError:
+        return None
+    return str(path)
+
+
 # What bwrap says when the kernel or a security module refuses it new namespaces.
 _USERNS_DENIED = (
     "no permissions to create new namespace",
@@ -282,10 +335,12 @@ class BwrapInstance:
         status_fd: int,
         slot: cgroups.CgroupSlot | None,
         release_uid: Callable[[], None],
+        config: BwrapConfig | None = None,
     ) -> None:
         self.proc = proc
         self.status_fd = status_fd
         self.slot = slot
+        self.config = config or BwrapConfig()
         self._release_uid = release_uid
         self.created_at = time.monotonic()
         self._destroyed = False
@@ -293,6 +348,29 @@ class BwrapInstance:
 
     def alive(self) -> bool:
         return self.proc.returncode is None
+
+    async def apply(self, limits: Limits) -> Applied:
+        cfg = self.config
+        applied = clamp(
+            limits,
+            memory_bytes=cfg.memory_bytes,
+            processes=cfg.pids,
+            cpu_seconds=cfg.cpu_seconds,
+            file_size_bytes=cfg.file_size_bytes,
+            open_files=cfg.open_files,
+        )
+        harness = {"tmpInodes": cfg.tmp_inodes}
+        memory = applied.memory_bytes if applied.memory_bytes < cfg.memory_bytes else None
+        processes = applied.max_processes if applied.max_processes < cfg.pids else None
+        if processes is not None:
+            # RLIMIT_NPROC counts per user namespace, which is this sandbox's own.
+            harness["maxProcesses"] = processes
+        if self.slot is None or (
+            (memory is not None or processes is not None) and not self.slot.limit_job(memory, processes)
+        ):
+            # No memory cgroup for this job: the harness caps the program's address space.
+            harness["addressSpaceBytes"] = applied.memory_bytes
+        return Applied(applied, harness, scratch=SCRATCH)
 
     async def send(self, data: bytes) -> None:
         assert self.proc.stdin is not None
@@ -387,12 +465,13 @@ class BwrapBackend:
         self.python = find_python(self.config.python)
         self._python_exists = Path(self.python).exists()
         self._root = _root_binds(self.python)
+        self._masks = _proc_masks(_empty_dir() if self._as_root else None)
         # FIFO: a uid rests as long as possible before it is reused.
         self._free_uids = collections.deque(
             range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids)
         )
         _become_subreaper()
-        self._seccomp = seccomp_program("outer")
+        self._seccomp = seccomp_program("outer") if self.config.seccomp else None
         self._cgroups: cgroups.Cgroups | None = None
         self.cgroups_why_not = "switched off (SANDBOX_CGROUPS=off)"
         if self.config.cgroups != "off":
@@ -423,7 +502,13 @@ class BwrapBackend:
 
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces each limit here (runner start-up log and stats)."""
-        return {**cgroups.describe(self._cgroups), "seccomp": "bpf" if self._seccomp else "none"}
+        return {
+            **cgroups.describe(self._cgroups),
+            "seccomp": "bpf" if self._seccomp else "none",
+            "job_limits": "cgroup at job time + rlimits" if self._cgroups else "rlimits (address space, processes)",
+            "cpu_time": "harness budget (every process, /proc)",
+            "files": "harness count",
+        }
 
     async def close(self) -> None:
         if self._cgroups is not None:
@@ -435,6 +520,7 @@ class BwrapBackend:
             self.bwrap,
             "--unshare-all",  # net, pid, ipc, uts, cgroup, user
             "--unshare-user",
+            *([] if self.config.isolate_network else ["--share-net"]),  # test-only switch
             "--disable-userns",  # no nested user namespaces: closes unshare/mount tricks
             "--die-with-parent",
             "--new-session",  # no TIOCSTI into the host's terminal (CVE-2017-5226)
@@ -443,11 +529,22 @@ class BwrapBackend:
             "--json-status-fd",
             str(status_fd),
             *seccomp,
+            # The harness is pid 1: every process of the job is its descendant, and none can signal it.
+            "--as-pid-1",
             *self._root,
             "--proc",
             "/proc",
+            *self._masks,
             "--dev",
             "/dev",
+            "--size",
+            str(self.config.shm_bytes),
+            "--tmpfs",
+            "/dev/shm",
+            "--mqueue",
+            "/dev/mqueue",  # so that the harness can empty it between test cases
+            "--remount-ro",
+            "/dev",  # no files in /dev itself (its tmpfs has no size cap)
             "--size",
             str(self.config.tmp_bytes),
             "--tmpfs",
@@ -545,7 +642,7 @@ class BwrapBackend:
             # Cancelled while Popen ran in its thread: let it finish, then kill what it started.
             with contextlib.suppress(BaseException):
                 started = await starting
-                BwrapInstance(started, status_r, slot, release_uid).kill_sync()
+                BwrapInstance(started, status_r, slot, release_uid, self.config).kill_sync()
                 await started.wait()
                 started.close()
             os.close(status_r)
@@ -559,7 +656,7 @@ class BwrapBackend:
             os.close(status_w)
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
-        instance = BwrapInstance(proc, status_r, slot, release_uid)
+        instance = BwrapInstance(proc, status_r, slot, release_uid, self.config)
         try:
             assert proc.stdout is not None and proc.stderr is not None
             marker = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), SPAWN_TIMEOUT)

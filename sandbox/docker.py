@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -19,15 +20,32 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.base import ExitInfo, SandboxFailure, SandboxUnavailable
+from sandbox.base import (
+    MASKED_DIRS,
+    MASKED_FILES,
+    Applied,
+    ExitInfo,
+    SandboxFailure,
+    SandboxUnavailable,
+    clamp,
+)
 from sandbox.executor import READY, harness_argv
 from schemas.executions import StreamName
-from schemas.submissions import MiB
+from schemas.submissions import Limits, MiB
 
 log = logging.getLogger(__name__)
 
 SPAWN_TIMEOUT = 20.0
 LABEL = "coderunner.sandbox"
+# Docker's own default masked paths: MaskedPaths replaces them, so they are named again.
+DOCKER_MASKED = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)  # fmt: skip
+MASKED = tuple(dict.fromkeys(DOCKER_MASKED + MASKED_FILES + MASKED_DIRS))
+# The container's own writable mounts (tmpfs, /dev/shm, /dev/mqueue), emptied between test cases.
+SCRATCH = ("/tmp", "/var/tmp", "/run", "/dev/shm", "/dev/mqueue")
 _STREAMS: dict[int, StreamName] = {1: "stdout", 2: "stderr"}
 
 
@@ -39,10 +57,17 @@ class DockerConfig:
     cpus: float = 0.5
     pids: int = 50
     tmp_bytes: int = 50 * MiB
+    # /dev/shm's size (the engines' default is 64 MB) and the files /tmp and /dev/shm may hold.
+    shm_bytes: int = 16 * MiB
+    tmp_inodes: int = 25_000
     open_files: int = 1024
     file_size_bytes: int = 50 * MiB
     cpu_seconds: int = 60
     runner_id: str = "runner"
+    # TEST-ONLY switches (never a runner setting): the conformance suite turns a protection off
+    # to prove that the checks naming it fail without it.
+    seccomp: bool = True
+    isolate_network: bool = True
 
 
 class DockerInstance:
@@ -88,6 +113,27 @@ class DockerInstance:
 
     def alive(self) -> bool:
         return not self._exited and self.writer is not None and not self.writer.is_closing()
+
+    async def apply(self, limits: Limits) -> Applied:
+        cfg = self.backend.config
+        applied = clamp(
+            limits,
+            memory_bytes=cfg.memory_bytes,
+            processes=cfg.pids - 1,  # the harness is one of the container's processes
+            cpu_seconds=cfg.cpu_seconds,
+            file_size_bytes=cfg.file_size_bytes,
+            open_files=cfg.open_files,
+        )
+        harness = {"tmpInodes": cfg.tmp_inodes}
+        memory = applied.memory_bytes if applied.memory_bytes < cfg.memory_bytes else None
+        pids = applied.max_processes + 1 if applied.max_processes + 1 < cfg.pids else None
+        if (memory is not None or pids is not None) and not await asyncio.to_thread(
+            self.backend.update_limits, self.id, memory, pids
+        ):
+            # The engine cannot lower them: the harness caps the address space (processes stay at
+            # the container's PidsLimit: the uid is shared by every container, so no RLIMIT_NPROC).
+            harness["addressSpaceBytes"] = applied.memory_bytes
+        return Applied(applied, harness, scratch=SCRATCH)
 
     async def send(self, data: bytes) -> None:
         assert self.writer is not None
@@ -159,6 +205,8 @@ class DockerBackend:
     def __init__(self, config: DockerConfig | None = None) -> None:
         self.config = config or DockerConfig()
         self._client: Any = None
+        self._podman: bool | None = None
+        self._update_warned = False
 
     @property
     def api(self) -> Any:
@@ -191,9 +239,43 @@ class DockerBackend:
             except Exception as exc:
                 raise SandboxUnavailable(
                     f"sandbox image {self.config.image} is not present and could not be pulled ({exc}): "
-                    "build it from sandbox/Dockerfile or set SANDBOX_IMAGE"
+                    "build it from deploy/sandbox/Dockerfile or set SANDBOX_IMAGE"
                 ) from exc
         await asyncio.to_thread(self._remove_exited)
+        await asyncio.to_thread(self._engine_is_podman)
+
+    def _engine_is_podman(self) -> bool:
+        """Podman's Docker API differs: masks via ``mask=``, no tmpfs ``nr_inodes``, update via libpod."""
+        if self._podman is None:
+            components = self.api.version().get("Components") or []
+            self._podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+        return self._podman
+
+    def update_limits(self, container: str, memory: int | None, pids: int | None) -> bool:
+        """Lower a running container's memory (no swap) and process limits for its job."""
+        try:
+            if self._engine_is_podman():
+                body: dict[str, Any] = {}
+                if memory is not None:
+                    body["memory"] = {"limit": memory, "swap": memory}  # OCI: swap = memory + swap
+                if pids is not None:
+                    body["pids"] = {"limit": pids}
+                url = f"{self.api.base_url}/v4.0.0/libpod/containers/{container}/update"
+                response = self.api.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"})
+            else:
+                update: dict[str, Any] = {}
+                if memory is not None:
+                    update.update(Memory=memory, MemorySwap=memory)
+                if pids is not None:
+                    update["PidsLimit"] = pids
+                response = self.api._post_json(self.api._url("/containers/{0}/update", container), data=update)
+            self.api._raise_for_status(response)
+        except Exception as exc:
+            if not self._update_warned:
+                self._update_warned = True
+                log.warning("cannot lower a container's limits for its job (%s): address-space cap only", exc)
+            return False
+        return True
 
     def _remove_exited(self) -> None:
         """Sandboxes left by a runner that died (their harness exits when its stdin closes)."""
@@ -205,17 +287,22 @@ class DockerBackend:
         from docker.types import Ulimit
 
         cfg = self.config
+        podman = self._engine_is_podman()
         tmp = f"rw,noexec,nosuid,nodev,size={cfg.tmp_bytes}"
-        return self.api.create_host_config(
+        if not podman:  # podman 4 refuses the option; the harness's file count still applies
+            tmp += f",nr_inodes={cfg.tmp_inodes}"
+        masks = ["mask=" + ":".join(MASKED)] if podman else []
+        host_config = self.api.create_host_config(
             mem_limit=cfg.memory_bytes,
             memswap_limit=cfg.memory_bytes,  # = memory: no swap
             cpu_period=100_000,
             cpu_quota=int(cfg.cpus * 100_000),
             pids_limit=cfg.pids,
-            network_mode="none",
+            network_mode="none" if cfg.isolate_network else "bridge",
             read_only=True,
             tmpfs={"/tmp": tmp, "/var/tmp": "rw,noexec,nosuid,nodev,size=1m", "/run": "rw,noexec,nosuid,nodev,size=1m"},
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", *([] if cfg.seccomp else ["seccomp=unconfined"]), *masks],
+            shm_size=cfg.shm_bytes,
             cap_drop=["ALL"],
             # Name nofile and nproc explicitly: podman replaces its configured defaults with the
             # host's maxima when a request carries any ulimit, which runc may not set (EPERM).
@@ -229,6 +316,9 @@ class DockerBackend:
             ],
             auto_remove=False,
         )
+        if not podman:
+            host_config["MaskedPaths"] = list(MASKED)
+        return host_config
 
     def _create_and_attach(self) -> tuple[str, socket.socket]:
         container = self.api.create_container(
@@ -238,7 +328,7 @@ class DockerBackend:
             working_dir="/tmp",
             stdin_open=True,
             tty=False,
-            network_disabled=True,
+            network_disabled=self.config.isolate_network,
             environment={"HOME": "/tmp", "LANG": "C.UTF-8"},
             labels={LABEL: "1", "coderunner.runner": self.config.runner_id},
             host_config=self._host_config(),
@@ -283,7 +373,16 @@ class DockerBackend:
 
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces each limit (runner start-up log and stats)."""
-        return {"memory": "docker", "pids": "docker", "cpu": "docker", "seccomp": "bpf (harness) + docker default"}
+        podman = bool(self._podman)
+        return {
+            "memory": "docker",
+            "pids": "docker",
+            "cpu": "docker",
+            "seccomp": "bpf (harness) + docker default",
+            "job_limits": "engine update (libpod)" if podman else "engine update",
+            "cpu_time": "harness budget (every process, /proc + cgroup counter)",
+            "files": "harness count" if podman else "tmpfs nr_inodes + harness count",
+        }
 
     async def close(self) -> None:
         if self._client is not None:

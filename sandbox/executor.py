@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from sandbox.base import (
+    Applied,
     Execution,
     ExitInfo,
     Instance,
@@ -40,7 +41,9 @@ DRAIN_SECONDS = 2.0
 # Extra time for the harness itself around a test run's own per-test limits.
 TESTS_MARGIN_SECONDS = 3.0
 REPORT_LINE_LIMIT = 2 * MiB
+# How the harness ends a job whose CPU budget (every process together) or file budget is spent.
 _SIGXCPU_EXIT = 128 + signal.SIGXCPU
+_SIGXFSZ_EXIT = 128 + signal.SIGXFSZ
 
 
 @functools.cache
@@ -53,11 +56,14 @@ def harness_argv(python: str) -> list[str]:
     return [python, "-I", "-S", "-B", "-u", "-c", harness_source()]
 
 
-def _job_limits(limits: Limits) -> dict[str, int]:
+def _job_limits(applied: Applied) -> dict[str, int]:
+    limits = applied.limits
     return {
+        "cpuMs": limits.cpu_time_ms,
         "cpuSeconds": max(1, math.ceil(limits.cpu_time_ms / 1000)),
         "fileSizeBytes": limits.file_size_bytes,
         "openFiles": limits.open_files,
+        **applied.harness,
     }
 
 
@@ -72,7 +78,13 @@ def _memory_error(stderr_tail: str) -> bool:
 
 
 def classify(
-    exit: ExitInfo, *, timed_out: bool, output_limited: bool, stderr_tail: str, limits: Limits
+    exit: ExitInfo,
+    *,
+    timed_out: bool,
+    output_limited: bool,
+    stderr_tail: str,
+    limits: Limits,
+    files: int | None = None,
 ) -> tuple[Verdict, str | None]:
     if output_limited:
         return Verdict.OUTPUT_LIMIT, f"output exceeded {limits.output_bytes} bytes"
@@ -84,6 +96,8 @@ def classify(
         return Verdict.TIME_LIMIT, f"CPU limit of {limits.cpu_time_ms} ms exceeded"
     if exit.exit_code == 0:
         return Verdict.OK, None
+    if exit.exit_code == _SIGXFSZ_EXIT and files:
+        return Verdict.RUNTIME_ERROR, f"more than {files} files in /tmp and /dev/shm"
     if _memory_error(stderr_tail):
         return Verdict.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes // MiB} MiB exceeded"
     return Verdict.RUNTIME_ERROR, None
@@ -101,8 +115,9 @@ async def _first(*events: asyncio.Event) -> None:
 async def run_program(
     instance: Instance, execution: Execution, sink: OutputSink, *, seccomp_hex: str | None
 ) -> Outcome:
-    limits = execution.limits
-    job = {"mode": "run", "code": execution.code, "limits": _job_limits(limits), "seccomp": seccomp_hex}
+    applied = await instance.apply(execution.limits)
+    limits = applied.limits
+    job = {"mode": "run", "code": execution.code, "limits": _job_limits(applied), "seccomp": seccomp_hex}
     out = CappedStream("stdout", limits.output_bytes, sink)
     err = CappedStream("stderr", limits.output_bytes, sink, keep_tail=4096)
     streams: dict[StreamName, CappedStream] = {"stdout": out, "stderr": err}
@@ -138,7 +153,12 @@ async def run_program(
         raise SandboxFailure("the sandbox failed before the program started")
     output_limited = output_limited or out.truncated or err.truncated
     verdict, message = classify(
-        exit, timed_out=timed_out, output_limited=output_limited, stderr_tail=err.tail, limits=limits
+        exit,
+        timed_out=timed_out,
+        output_limited=output_limited,
+        stderr_tail=err.tail,
+        limits=limits,
+        files=applied.harness.get("tmpInodes"),
     )
     killed = timed_out or output_limited
     code = None if killed else exit.exit_code
@@ -159,11 +179,13 @@ _observation_decoder = msgspec.json.Decoder(TestObservation)
 async def run_tests(
     instance: Instance, code: str, tests: list[TestCase], limits: Limits, *, seccomp_hex: str | None
 ) -> TestRun:
+    applied = await instance.apply(limits)
     job = {
         "mode": "tests",
         "code": code,
-        "limits": _job_limits(limits),
+        "limits": _job_limits(applied),
         "seccomp": seccomp_hex,
+        "scratch": list(applied.scratch),
         "outputBytes": limits.output_bytes,
         "tests": [msgspec.to_builtins(t) for t in tests],
     }

@@ -65,7 +65,7 @@ def snapshot() -> Snapshot:
     return Snapshot(pids=_pids(), cgroups=_cgroups())
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     return "?"
@@ -77,6 +77,23 @@ def _status(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def sandbox_process(pid: int) -> bool:
+    """A sandbox's process, not one of the test session's own (servers, application processes).
+
+    As root every sandbox process runs as a sandbox host uid. Otherwise sandbox processes have the
+    sandbox's clean environment, without the session's mark (some servers, redis among them,
+    overwrite their environment block with their process title, so the mark alone cannot tell).
+    """
+    try:
+        uid = int(_status(pid)["Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        return False
+    if os.geteuid() == 0:
+        return uid in SANDBOX_UIDS
+    token = os.environ.get(MARK)
+    return token is None or not _marked(pid, token)
 
 
 def _marked(pid: int, token: str) -> bool:
@@ -152,7 +169,7 @@ def find(token: str, before: Snapshot) -> Leftovers:
     found = Leftovers()
     for pid in _pids():
         if _ours(pid, token, before):
-            found.processes[pid] = _cmdline(pid)
+            found.processes[pid] = cmdline(pid)
     found.cgroups = sorted(p for p in _cgroups() - before.cgroups if _cgroup_ours(p, token))
     found.containers = _containers(token)
     return found

@@ -40,15 +40,33 @@ def make_backend(name: str, **overrides: object) -> BwrapBackend | DockerBackend
         # Host uids apart from the runners' (60000+), so leftover checks see only these sandboxes.
         config = BwrapConfig(**{"host_uid_base": 61_000, **overrides})  # type: ignore[arg-type]
         return BwrapBackend(config, instance_name=f"test-{os.getpid()}")
-    return DockerBackend(
-        DockerConfig(image=DOCKER_IMAGE, base_url=DOCKER_HOST, runner_id=leftovers.runner_id(), **overrides)
-    )  # type: ignore[arg-type]
+    settings = {"image": DOCKER_IMAGE, "base_url": DOCKER_HOST, "runner_id": leftovers.runner_id(), **overrides}
+    return DockerBackend(DockerConfig(**settings))  # type: ignore[arg-type]
 
 
-async def make_sandbox(name: str, *, min_size: int = 1, max_size: int = 3) -> PooledSandbox:
-    backend = make_backend(name)
+async def make_sandbox(
+    name: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 3,
+    seccomp_on: bool = True,
+    isolate_network: bool = True,
+    **overrides: object,
+) -> PooledSandbox:
+    """A pooled sandbox as the runner makes it.
+
+    ``seccomp_on=False`` and ``isolate_network=False`` are test-only: they take that protection
+    away (no outer bwrap filter, no harness filter, Docker's own profile ``unconfined``; a shared
+    network namespace, Docker's ``bridge`` network) so the conformance suite can prove that the
+    checks naming it fail without it.
+    """
+    if not seccomp_on:
+        overrides["seccomp"] = False
+    if not isolate_network:
+        overrides["isolate_network"] = False
+    backend = make_backend(name, **overrides)
     pool = WarmPool(backend, min_size=min_size, max_size=max_size, max_age=600)
-    sandbox = PooledSandbox(backend, pool, seccomp=seccomp.program("harness"))
+    sandbox = PooledSandbox(backend, pool, seccomp=seccomp.program("harness") if seccomp_on else None)
     # No silent skip: a backend that cannot start fails the tests, with the reason.
     await sandbox.check()
     return sandbox
@@ -82,4 +100,36 @@ def processes_of_uids(uids: range) -> dict[int, int]:
         uid = int(fields["Uid"].split()[0])
         if uid in uids and not fields["State"].strip().startswith(("Z", "X")):
             found[int(entry.name)] = int(fields["PPid"].strip())
+    return found
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, state letter) of every process, zombies included."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def descendants(root: int, table: dict[int, tuple[int, str]] | None = None) -> set[int]:
+    """Every process below ``root`` (zombies included)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+from pathlib import Path
 
 import msgspec
 import nats
 import pytest
 
-from schemas import streams, subjects
+from bus import streams
+from sandbox.executor import READY
+from schemas import subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, execution_decoder
 from tests import leftovers
 from tests.conftest import Stack, wait_for
 from tests.helpers import read_events, stored_messages, submit
+from tests.sandboxes import descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +33,35 @@ def _publish_raw(nats_url: str, subject: str, payload: bytes) -> None:
     asyncio.run(pub())
 
 
-def _sandboxes_running() -> bool:
-    return subprocess.run(["pgrep", "-f", "/code/main.py"], capture_output=True).returncode == 0
+def _sandbox_processes(runner_pid: int) -> dict[int, str]:
+    """The runner's sandbox processes: pid -> start time (so that a reused pid is not mistaken).
+
+    Every bwrap sandbox is a descendant of its runner: bwrap itself, and inside it the harness and
+    the program's processes, which all carry the harness source in their command line.
+    """
+    found: dict[int, str] = {}
+    for pid in descendants(runner_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            continue
+        if Path(argv[0].decode(errors="replace")).name == "bwrap" or READY.strip(b"\0\n") in b" ".join(argv):
+            found[pid] = start
+    return found
+
+
+def _still_running(processes: dict[int, str]) -> list[int]:
+    """Those of ``processes`` that still run (a zombie has ended: its new parent reaps it)."""
+    running = []
+    for pid, start in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] not in ("Z", "X"):
+            running.append(pid)
+    return running
 
 
 def _running_with_output(stack: Stack, job_id: str, attempt: int) -> bool:
@@ -45,9 +75,13 @@ def test_runner_killed_mid_job_is_redelivered_and_completes_once(stack: Stack, n
     with stack.client() as client:
         job = submit(client, SLOW)
     wait_for(lambda: _running_with_output(stack, job["jobId"], 1), what="first attempt running")
+    assert first.proc is not None
+    sandboxes = _sandbox_processes(first.proc.pid)
+    # The running job's sandbox: bwrap, the harness and the program (at least).
+    assert len(sandboxes) >= 2, sandboxes
     first.kill()
     # --die-with-parent: the sandbox does not outlive its runner.
-    wait_for(lambda: not _sandboxes_running(), timeout=5, what="sandbox gone with its runner")
+    wait_for(lambda: not _still_running(sandboxes), timeout=5, what="sandbox gone with its runner")
     second = stack.runner(RUNNER_CONCURRENCY="1")
     try:
         with stack.client() as client:
