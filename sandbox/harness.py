@@ -64,6 +64,8 @@ POLL_SECONDS = 0.05
 CPU_EXIT = 128 + signal.SIGXCPU
 FILES_EXIT = 128 + signal.SIGXFSZ
 _libc = None
+# The worker's end of the pipe on which it tells pid 1 its exit status just before it exits.
+EXITING = None
 
 
 def libc():
@@ -206,13 +208,18 @@ def print_user_traceback(exc):
     traceback.print_exception(type(exc), exc, tb)
 
 
-def worker(control):
+def worker(control, exiting):
     """The process that will run the program, forked while the sandbox warms up (so that neither
     the fork nor the copy-on-write faults after it are paid when the job has come). Reads the job,
     tells pid 1 what it needs over ``control``, closes it, then runs the program. Never returns."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    gc.collect()  # touches the heap now: its pages are this process's own before the job arrives
-    compile_program("pass")
+    # Touch now what a job will write (every tracked object's header, then the path a program
+    # takes): after the fork those pages are shared with pid 1 and each first write copies one.
+    gc.collect()
+    compiled, module = fresh_main("x = [str(i) for i in range(100)]\n")
+    exec(compiled, module.__dict__)
+    sys.stdout.flush()
+    json.loads(json.dumps({"a": [1, "b"]}))
     os.write(1, READY)
     try:
         raw = read_job()
@@ -227,6 +234,8 @@ def worker(control):
     del raw
     limits = dict(job.get("limits", {}), cpuBase=used)
     send(control, b"R" + json.dumps(limits).encode())
+    global EXITING
+    EXITING = exiting
     code: object = 0
     try:
         compiled, module = fresh_main(job["code"])
@@ -257,15 +266,27 @@ def receive(fd):
     return b"".join(chunks)
 
 
-def supervise(child, budget):
-    """Wait for the program, enforcing the job's budgets; the exit status to report."""
+def supervise(child, budget, exiting):
+    """Wait for the program, enforcing the job's budgets; the exit status to report.
+
+    The worker says its status on ``exiting`` right before it exits (after its output is
+    flushed), so that this process ends the sandbox while the worker's own exit goes on, instead
+    of after it. Anything else in the sandbox can write there too, which only ends the job, as
+    ``os._exit`` would. Otherwise (killed, or ``os._exit``) the status comes from waiting.
+    """
     waitfd = pidfd(child)
+    watch = [fd for fd in (waitfd, exiting) if fd is not None]
     status = None
     while status is None:
         if waitfd is None:
             time.sleep(0.002)
-        else:
-            select.select([waitfd], [], [], POLL_SECONDS)
+        ready, _, _ = select.select(watch, [], [], 0 if waitfd is None else POLL_SECONDS)
+        if exiting in ready:
+            said = os.read(exiting, 1)
+            if said:
+                kill_all()
+                return said[0]
+            watch.remove(exiting)  # closed without a word
         status = reap(child)
         if status is None and budget.due():
             over = budget.exceeded()
@@ -509,6 +530,11 @@ def finish(code):
             stream.flush()
         except Exception:
             code = code or 120  # as CPython does when flushing stdout fails at exit
+    if EXITING is not None:
+        try:
+            os.write(EXITING, bytes([code & 0xFF]))  # pid 1 ends the sandbox while this one exits
+        except OSError:
+            pass
     os._exit(code & 0xFF)
 
 
@@ -824,11 +850,14 @@ def main():
     become_init()
     files = files_used()  # before any job: /tmp and /dev/shm empty
     control_r, control_w = os.pipe()
+    exiting_r, exiting_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(control_r)
-        worker(control_w)
+        os.close(exiting_r)
+        worker(control_w, exiting_w)
     os.close(control_w)
+    os.close(exiting_w)
     message = receive(control_r)  # until the worker closed it: before any user code runs
     if message[:1] == b"T":
         # The worker exits now; the first test's reaping collects it (and discounts its CPU time).
@@ -836,7 +865,7 @@ def main():
         run_tests(json.loads(job), float(used), files)
         finish(0)
     if message[:1] == b"R":
-        os._exit(supervise(pid, Budget(json.loads(message[1:]), files)))
+        os._exit(supervise(pid, Budget(json.loads(message[1:]), files), exiting_r))
     # No job (released from the pool), or the worker failed before the program started.
     status = reap_all(pid)
     if status is not None and os.WIFSIGNALED(status):

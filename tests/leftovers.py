@@ -56,8 +56,9 @@ def _cgroups() -> set[Path]:
     found: set[Path] = set()
     for controller in CGROUP_CONTROLLERS:
         parent = CGROUP_ROOT / controller / CGROUP_PARENT
-        if parent.is_dir():
-            found.update(p for p in parent.rglob("*") if p.is_dir())
+        # os.walk ignores folders that vanish while it walks (another runner removing its groups).
+        for folder, subfolders, _ in os.walk(parent):
+            found.update(Path(folder) / sub for sub in subfolders)
     return found
 
 

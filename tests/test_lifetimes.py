@@ -138,7 +138,8 @@ def test_the_session_sweep_finds_a_marked_process() -> None:
     before = leftovers.snapshot()
     stray = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        assert stray.pid in leftovers.find(token, before).processes
+        # Polled: until the child has exec'd, /proc may show it half set up.
+        wait_for(lambda: stray.pid in leftovers.find(token, before).processes, 5, what="the stray process found")
     finally:
         stray.kill()
         stray.wait()

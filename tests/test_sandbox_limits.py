@@ -295,6 +295,7 @@ async def test_tests_mode_each_test_starts_clean(sandbox: PooledSandbox) -> None
 # --- 6. What the sandbox can see -----------------------------------------------------------------
 
 
+# Docker's default masked paths, kernel internals and side channels (sandbox/base.py).
 MASKED_FILES = [
     "/proc/kallsyms",
     "/proc/kcore",
@@ -311,9 +312,11 @@ MASKED_FILES = [
     "/proc/slabinfo",
     "/proc/kpageflags",
     "/proc/sysrq-trigger",
+    "/proc/interrupts",
+    "/proc/diskstats",
 ]
 MASKED_DIRS = ["/proc/sys", "/proc/scsi", "/proc/acpi", "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
-               "/proc/driver", "/proc/tty", "/sys/firmware", "/sys/kernel"]  # fmt: skip
+               "/proc/pressure", "/sys/firmware", "/sys/kernel"]  # fmt: skip
 
 PROBE = _c(f"""
     import json, os
