@@ -79,11 +79,18 @@ async def serve(settings: RunnerSettings) -> None:
     tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint)
     sandbox = build_sandbox(settings)
     # Refuse to start without a working sandbox: there is no unsandboxed mode.
-    await sandbox.check()
-    enforcement = sandbox.backend.enforcement()
-    log.info("sandbox limits enforced by: %s", ", ".join(f"{k}={v}" for k, v in enforcement.items()))
-    check_enforcement(settings, enforcement)
-    nc, js = await client.connect(settings.nats_url, f"runner-{settings.runner_id}")
+    try:
+        await sandbox.check()
+        enforcement = sandbox.backend.enforcement()
+        log.info("sandbox limits enforced by: %s", ", ".join(f"{k}={v}" for k, v in enforcement.items()))
+        check_enforcement(settings, enforcement)
+        nc, js = await client.connect(settings.nats_url, f"runner-{settings.runner_id}")
+    except BaseException:
+        # The check started warm sandboxes: a refusing runner must not leave them behind (bwrap's
+        # own parent-death signal does not survive its change of credentials).
+        await sandbox.close()
+        tracing.shutdown()
+        raise
     try:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
