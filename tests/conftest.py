@@ -33,7 +33,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # outlived its test.
     token = secrets.token_hex(8)
     os.environ[leftovers.MARK] = token
-    _session.update(token=token, before=leftovers.snapshot())
+    tmp_root = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    _session.update(token=token, before=leftovers.snapshot(tmp_root))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -30,6 +30,9 @@ class Snapshot:
 
     pids: set[int] = field(default_factory=set)
     cgroups: set[Path] = field(default_factory=set)
+    # The session's temporary folder: a process working inside it is the session's, even one that
+    # overwrote its environment (and the mark) with its process title, as redis-server does.
+    tmp_root: str = ""
 
 
 @dataclass
@@ -62,8 +65,8 @@ def _cgroups() -> set[Path]:
     return found
 
 
-def snapshot() -> Snapshot:
-    return Snapshot(pids=_pids(), cgroups=_cgroups())
+def snapshot(tmp_root: str = "") -> Snapshot:
+    return Snapshot(pids=_pids(), cgroups=_cgroups(), tmp_root=tmp_root)
 
 
 def cmdline(pid: int) -> str:
@@ -97,6 +100,16 @@ def sandbox_process(pid: int) -> bool:
     return token is None or not _marked(pid, token)
 
 
+def _works_in(pid: int, root: str) -> bool:
+    if not root:
+        return False
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+    except OSError:
+        return False
+    return cwd == root or cwd.startswith(root.rstrip("/") + "/")
+
+
 def _marked(pid: int, token: str) -> bool:
     try:
         return f"{MARK}={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -113,7 +126,7 @@ def _ours(pid: int, token: str, before: Snapshot) -> bool:
     status = _status(pid)
     if not status or status.get("State", "").startswith(("Z", "X")):
         return False  # a zombie holds nothing but a table entry; its parent reaps it
-    if _marked(pid, token):
+    if _marked(pid, token) or _works_in(pid, before.tmp_root):
         return True
     try:
         uid = int(status["Uid"].split()[0])
