@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local tests bench
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading tests bench
 
 .PHONY: install up test lint format bench clean
 

@@ -25,6 +25,7 @@ from schemas.executions import (
     Verdict,
     execution_decoder,
 )
+from schemas.grades import Graded, GradeVerdict, TestGraded
 from schemas.results import JobResult
 from schemas.submissions import SubmissionRequested, submission_decoder
 
@@ -71,8 +72,16 @@ async def submission_of(js: JetStreamContext, job_id: str) -> SubmissionRequeste
 
 
 async def job_finished(js: JetStreamContext, job_id: str) -> bool:
+    return await _exists(js, subjects.finished_of(job_id))
+
+
+async def job_graded(js: JetStreamContext, job_id: str) -> bool:
+    return await _exists(js, subjects.graded_of(job_id))
+
+
+async def _exists(js: JetStreamContext, subject: str) -> bool:
     try:
-        await js.get_msg(streams.EXECUTIONS, subject=subjects.finished_of(job_id), direct=True)
+        await js.get_msg(streams.EXECUTIONS, subject=subject, direct=True)
     except NotFoundError:
         return False
     return True
@@ -95,10 +104,23 @@ def apply(result: JobResult, event: ExecutionEvent, seq: int) -> JobResult:
             return structs.replace(result, stdout=result.stdout + text, last_seq=seq)
         case OutputChunk(text=text):
             return structs.replace(result, stderr=result.stderr + text, last_seq=seq)
-        case ExecutionFinished():
+        case TestGraded(result=test):
+            tests = [t for t in result.tests if t.test_id != test.test_id] + [test]
+            return structs.replace(result, tests=sorted(tests, key=lambda t: t.index), last_seq=seq)
+        case Graded(grade=grade):
             return structs.replace(
                 result,
-                status="failed" if event.verdict is Verdict.SANDBOX_ERROR else "completed",
+                status="failed" if grade.verdict is GradeVerdict.SANDBOX_ERROR else "completed",
+                tests=grade.tests,
+                grade=grade,
+                last_seq=seq,
+            )
+        case ExecutionFinished():
+            failed = event.verdict is Verdict.SANDBOX_ERROR
+            return structs.replace(
+                result,
+                # A graded job ends with its grade, not with its run.
+                status="grading" if event.graded else ("failed" if failed else "completed"),
                 exit_code=event.exit_code,
                 verdict=event.verdict,
                 duration_ms=event.duration_ms,

@@ -21,6 +21,7 @@ from schemas import subjects
 SUBMISSIONS = "SUBMISSIONS"
 EXECUTIONS = "EXECUTIONS"
 DEADLETTER = "DEADLETTER"
+PROBLEMS = "PROBLEMS"
 
 RUNNER_CONSUMER = "runner"
 
@@ -28,49 +29,69 @@ RUNNER_CONSUMER = "runner"
 @dataclass(frozen=True, slots=True)
 class Durable:
     """A durable consumer: what it reads, which process owns (and provisions) it, and, for the
-    consumer processes, the ``module:function`` that builds its handler (imported by its owner only)."""
+    consumer processes, the process it runs in (``coderunner consume PROCESS``) and the
+    ``module:function`` that builds its handler (imported by its owner only)."""
 
     name: str
     stream: str
-    filter_subject: str
+    filter_subjects: tuple[str, ...]
     owner: str
     description: str
     handler_factory: str = ""
+    process: str = ""
 
 
 # The one list of durable consumers. Stream setup, the CLI, `coderunner up`, compose.yaml (checked
 # by a test) and the test fixtures all read it.
 DURABLES: tuple[Durable, ...] = (
     Durable(
-        RUNNER_CONSUMER, SUBMISSIONS, subjects.SUBMISSIONS_ALL, "coderunner runner", "Shared by every runner process"
+        RUNNER_CONSUMER,
+        SUBMISSIONS,
+        (subjects.SUBMISSIONS_ALL,),
+        "coderunner runner",
+        "Shared by every runner process",
     ),
     Durable(
         "caching",
         EXECUTIONS,
-        subjects.EXECUTIONS_FINISHED,
+        (subjects.EXECUTIONS_FINISHED, subjects.EXECUTIONS_GRADED),
         "coderunner consume caching",
-        "Finished results into Redis",
+        "Finished and graded results into Redis",
         "consumers.caching:build",
+        process="caching",
+    ),
+    Durable(
+        "caching-problems",
+        PROBLEMS,
+        (subjects.PROBLEMS_ALL,),
+        "coderunner consume caching",
+        "Invalidates cached problems, sessions and levels when a problem changes",
+        "consumers.caching:build_problems",
+        process="caching",
     ),
     Durable(
         "progress",
         EXECUTIONS,
-        subjects.EXECUTIONS_FINISHED,
+        (subjects.EXECUTIONS_FINISHED,),
         "coderunner consume progress",
         "Finished jobs into each student's history (MongoDB)",
         "consumers.progress:build",
+        process="progress",
     ),
     Durable(
         "grading",
         EXECUTIONS,
-        subjects.EXECUTIONS_FINISHED,
+        (subjects.EXECUTIONS_OBSERVED, subjects.EXECUTIONS_FINISHED),
         "coderunner consume grading",
-        "Graded jobs into scores",
+        "Observations compared with the problem's expectations: per-test results, then the grade",
         "consumers.grading:build",
+        process="grading",
     ),
 )
-# The consumer processes (`coderunner consume NAME`), by name.
-CONSUMERS: dict[str, Durable] = {d.name: d for d in DURABLES if d.handler_factory}
+# The consumer processes (`coderunner consume PROCESS`), each with the durables it runs.
+CONSUMERS: dict[str, tuple[Durable, ...]] = {
+    p: tuple(d for d in DURABLES if d.process == p) for p in dict.fromkeys(d.process for d in DURABLES if d.process)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +130,13 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
+            name=PROBLEMS,
+            description="Code Runner curriculum changes (coderunner.v1.problems.<problemId>.changed)",
+            subjects=[subjects.PROBLEMS_ALL],
+            duplicate_window=limits.duplicate_window_seconds,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
             name=DEADLETTER,
             description="Messages the pipeline gave up on, with the reason",
             subjects=[subjects.DEADLETTER_ALL],
@@ -123,7 +151,9 @@ def consumer_config(durable: Durable, limits: BusLimits) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=durable.name,
         description=durable.description,
-        filter_subject=durable.filter_subject,
+        # One subject as filter_subject: servers before 2.10 know no filter_subjects.
+        filter_subject=durable.filter_subjects[0] if len(durable.filter_subjects) == 1 else None,
+        filter_subjects=list(durable.filter_subjects) if len(durable.filter_subjects) > 1 else None,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=limits.runner_ack_wait_seconds if runner else limits.consumer_ack_wait_seconds,

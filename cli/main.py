@@ -5,6 +5,7 @@
   environment, as production runs them.
 - ``coderunner events JOB_ID``: a job's stored history, for incident analysis.
 - ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin (signs it out).
+- ``coderunner seed``: load the curriculum files into MongoDB (idempotent).
 - ``coderunner schema``: the JSON Schema of every event (the public contract).
 - ``coderunner env-example``: every setting with its default.
 """
@@ -42,14 +43,15 @@ def _schema() -> None:
 def _events(job_id: str) -> None:
     """Print one job's stored history: its submission and every execution event, in order."""
     import asyncio
-    import os
 
     import msgspec
 
     from bus import client, history
 
     async def dump() -> None:
-        url = os.environ.get("NATS_URL")
+        from local.stackenv import stack_setting
+
+        url = stack_setting("NATS_URL")
         if not url:
             raise SystemExit("coderunner events: NATS_URL is required")
         nc, js = await client.connect(url, "coderunner-events")
@@ -66,6 +68,52 @@ def _events(job_id: str) -> None:
     asyncio.run(dump())
 
 
+def _seed(path: Path | None, if_empty: bool) -> None:
+    """Load the curriculum files; each changed problem gets a new revision and a change event."""
+    import asyncio
+
+    from beanie import init_beanie
+    from pymongo import AsyncMongoClient
+
+    from bus import client
+    from curriculum import files
+    from curriculum.changes import seed
+    from curriculum.store import DATABASE, DOCUMENTS, CurriculumStore
+    from local.stackenv import stack_setting
+
+    nats_url, uri = stack_setting("NATS_URL"), stack_setting("MONGODB_URI")
+    if not nats_url or not uri:
+        raise SystemExit("coderunner seed: NATS_URL and MONGODB_URI are required (or a running `coderunner up`)")
+    try:
+        curriculum = files.load(path or files.CONTENT)
+    except files.CurriculumError as exc:
+        raise SystemExit(f"coderunner seed: {exc}") from None
+
+    async def run() -> None:
+        mongo: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
+        nc, js = await client.connect(nats_url, "coderunner-seed")
+        try:
+            await init_beanie(database=mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
+            store = CurriculumStore()
+            if if_empty and not await store.is_empty():
+                print("curriculum: already seeded (--if-empty)")
+                return
+            await streams.provision(js, _limits())
+            print(f"curriculum: {await seed(js, store, curriculum)}")
+        finally:
+            await client.close(nc)
+            await mongo.close()
+
+    asyncio.run(run())
+
+
+def _limits() -> streams.BusLimits:
+    from config.loader import load
+    from consumers.settings import ConsumerSettings
+
+    return load(ConsumerSettings).bus_limits()
+
+
 def _set_role(email: str, role: str) -> None:
     """Operator tool: give an account the teacher or admin role (there is no sign-up for those).
 
@@ -73,7 +121,6 @@ def _set_role(email: str, role: str) -> None:
     access tokens and SSE tickets, and any token still claiming another role, are refused through
     the gateways' deny list in Redis until they would have expired anyway.
     """
-    import os
     import unicodedata
     from datetime import UTC, datetime
 
@@ -81,10 +128,11 @@ def _set_role(email: str, role: str) -> None:
     from pymongo import MongoClient
 
     from gateway.tokens import MAX_DENY_SECONDS, ROLES, family_deny_key, role_deny_key
+    from local.stackenv import stack_setting
 
-    uri, redis_url = os.environ.get("MONGODB_URI"), os.environ.get("REDIS_URL")
+    uri, redis_url = stack_setting("MONGODB_URI"), stack_setting("REDIS_URL")
     if not uri or not redis_url:
-        raise SystemExit("coderunner user-role: MONGODB_URI and REDIS_URL are required")
+        raise SystemExit("coderunner user-role: MONGODB_URI and REDIS_URL are required (or a running `coderunner up`)")
     deny = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         deny.ping()  # before changing anything: the change must be able to sign the user out
@@ -92,7 +140,7 @@ def _set_role(email: str, role: str) -> None:
         raise SystemExit(f"coderunner user-role: Redis (REDIS_URL) is unreachable: {exc}") from None
     client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=5000)
     with client, deny:
-        db = client["coderunner"]
+        db = client.get_default_database("coderunner")
         user = db["users"].find_one({"email": unicodedata.normalize("NFC", email.strip().lower())}, {"_id": 1})
         if user is None:
             raise SystemExit(f"coderunner user-role: no account {email!r}")
@@ -161,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     role = sub.add_parser("user-role", help="set an account's role (student, teacher, admin)")
     role.add_argument("email")
     role.add_argument("role", choices=["student", "teacher", "admin"])
+    seed_cmd = sub.add_parser("seed", help="load the curriculum files into MongoDB (idempotent)")
+    seed_cmd.add_argument("--path", type=Path, default=None, help="the content folder (default: the repository's)")
+    seed_cmd.add_argument("--if-empty", action="store_true", help="only when no problem is stored yet")
     sub.add_parser("schema", help="print the events' JSON Schema")
     sub.add_parser("env-example", help="print every setting with its default")
     args = parser.parse_args(argv)
@@ -187,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
             _events(args.job_id)
         elif args.command == "user-role":
             _set_role(args.email, args.role)
+        elif args.command == "seed":
+            _seed(args.path, args.if_empty)
         elif args.command == "schema":
             _schema()
         elif args.command == "env-example":

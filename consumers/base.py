@@ -24,14 +24,22 @@ from bus.settle import Permanent, settle
 from consumers.settings import ConsumerSettings
 from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionEvent, execution_decoder
+from schemas.problems import ProblemEvent, problem_event_decoder
 from schemas.submissions import SubmissionRequested
 
 log = logging.getLogger(__name__)
 
 
+# One reusable typed decoder per stream a consumer process reads.
+DECODERS: dict[str, msgspec.json.Decoder[ExecutionEvent] | msgspec.json.Decoder[ProblemEvent]] = {
+    streams.EXECUTIONS: execution_decoder,
+    streams.PROBLEMS: problem_event_decoder,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    event: ExecutionEvent
+    event: ExecutionEvent | ProblemEvent
     stream_seq: int
     num_delivered: int
 
@@ -60,8 +68,10 @@ class Deps:
 HandlerFactory = Callable[[Deps], Awaitable[Handler]]
 
 
-async def consume(js: JetStreamContext, name: str, handler: Handler, stop: asyncio.Event) -> None:
-    sub = await js.pull_subscribe_bind(durable=name, stream=streams.EXECUTIONS)
+async def consume(js: JetStreamContext, durable: streams.Durable, handler: Handler, stop: asyncio.Event) -> None:
+    name = durable.name
+    decoder = DECODERS[durable.stream]
+    sub = await js.pull_subscribe_bind(durable=name, stream=durable.stream)
     log.info("consumer %s started", name)
     while not stop.is_set():
         try:
@@ -73,12 +83,14 @@ async def consume(js: JetStreamContext, name: str, handler: Handler, stop: async
             await asyncio.sleep(0.5)
             continue
         for msg in msgs:
-            await settle(js, msg, functools.partial(_handle, msg, handler), who=f"consumer {name}")
+            await settle(js, msg, functools.partial(_handle, msg, decoder, handler), who=f"consumer {name}")
 
 
-async def _handle(msg: Msg, handler: Handler) -> None:
+async def _handle(
+    msg: Msg, decoder: msgspec.json.Decoder[ExecutionEvent] | msgspec.json.Decoder[ProblemEvent], handler: Handler
+) -> None:
     try:
-        event = execution_decoder.decode(msg.data)
+        event = decoder.decode(msg.data)
     except msgspec.DecodeError as exc:
         raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
     meta = msg.metadata

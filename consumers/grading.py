@@ -1,35 +1,120 @@
-"""Grading consumer: turns finished graded jobs into scores.
+"""Grading consumer: compares a graded job's observations with its problem's expectations.
 
-Graded submissions need problems with public and hidden tests, which do not exist yet; until then
-this process consumes finished events, skips run-mode jobs, and acks. It exists as its own process
-with its own durable consumer so that its position in the stream is kept from day one.
+Reads ``observed`` and ``finished`` events (its own durable consumer); expectations come from
+MongoDB, never from an event, and never enter a sandbox. For each observation it publishes the
+test's result at once (``test``: live per-test results); on the job's ``finished`` event it grades
+every test and publishes the ``graded`` event.
+
+Idempotent: a job that already has its ``graded`` event is not graded again (checked on the stream
+before publishing, and ``Nats-Msg-Id = <jobId>.graded`` covers two graders racing), so a redelivered
+event never yields a second, different grade, even if a teacher edited the problem meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from datetime import UTC, datetime
 
+from beanie import init_beanie
+from nats.js import JetStreamContext
+
+from bus import client, history
+from bus.settle import Permanent
 from consumers.base import Delivery, Deps
-from schemas.executions import ExecutionFinished
+from curriculum.store import DATABASE, DOCUMENTS, CurriculumStore, Stored
+from grading import grader
+from schemas import subjects
+from schemas.deadletter import DeadLetterReason
+from schemas.executions import ExecutionFinished, TestObserved, Verdict
+from schemas.grades import Graded, TestGraded
+from schemas.submissions import SubmissionRequested
 
 log = logging.getLogger(__name__)
 
+# Jobs being graded whose submission and problem are kept in memory (one snapshot of the problem
+# per job: its live results and its grade use the same expectations).
+MEMO_JOBS = 512
+
 
 class Grader:
-    def __init__(self, mode_of_job: Callable[[str], Awaitable[str]]) -> None:
-        self.mode_of_job = mode_of_job
+    def __init__(self, js: JetStreamContext, deps: Deps, store: CurriculumStore) -> None:
+        self.js = js
+        self.deps = deps
+        self.store = store
+        self._memo: OrderedDict[str, tuple[SubmissionRequested, Stored]] = OrderedDict()
 
     async def __call__(self, delivery: Delivery) -> None:
-        if not isinstance(delivery.event, ExecutionFinished):
+        match delivery.event:
+            case TestObserved() as observed:
+                await self._observed(observed)
+            case ExecutionFinished(graded=True) as finished:
+                await self._finished(finished)
+
+    async def _job(self, job_id: str) -> tuple[SubmissionRequested, Stored]:
+        if job_id in self._memo:
+            self._memo.move_to_end(job_id)
+            return self._memo[job_id]
+        job = await self.deps.submission(job_id)
+        if job.problem_id is None or not job.problem_id.isdigit():
+            raise Permanent(DeadLetterReason.INVALID, f"job {job_id} is graded but names no problem")
+        stored = await self.store.problem(int(job.problem_id), include_deleted=True)
+        if stored is None:
+            raise Permanent(DeadLetterReason.INVALID, f"job {job_id}: problem {job.problem_id} does not exist")
+        self._memo[job_id] = (job, stored)
+        while len(self._memo) > MEMO_JOBS:
+            self._memo.popitem(last=False)
+        return job, stored
+
+    async def _observed(self, obs: TestObserved) -> None:
+        if await history.job_graded(self.js, obs.job_id):
             return
-        if await self.mode_of_job(delivery.event.job_id) != "grade":
+        job, stored = await self._job(obs.job_id)
+        test = next((t for t in stored.problem.tests if t.id == obs.test_id), None)
+        if test is None:
+            return  # removed from the problem since: not graded
+        result = grader.result_for(stored.problem, obs.index, test, obs, job.code)
+        event = TestGraded(job_id=obs.job_id, attempt=obs.attempt, result=result)
+        await client.publish(
+            self.js, subjects.execution(event), event, msg_id=f"{obs.job_id}.{obs.attempt}.test.{obs.test_id}"
+        )
+
+    async def _finished(self, finished: ExecutionFinished) -> None:
+        job_id = finished.job_id
+        if await history.job_graded(self.js, job_id):
+            log.info("job %s already graded; redelivery acked", job_id)
             return
-        log.info("graded job %s finished; scoring arrives with problems", delivery.event.job_id)
+        job, stored = await self._job(job_id)
+        tests = grader.tests_of(stored.problem, [t.id for t in job.tests])
+        if finished.verdict is Verdict.SANDBOX_ERROR:
+            grade = grader.sandbox_failed(str(stored.problem.id), stored.revision, job.scope)
+        else:
+            observations: dict[str, TestObserved] = {}
+            published: set[str] = set()
+            async for _, event in history.job_events(self.js, job_id):
+                if event.attempt != finished.attempt:
+                    continue
+                if isinstance(event, TestObserved):
+                    observations.setdefault(event.test_id, event)
+                elif isinstance(event, TestGraded):
+                    published.add(event.result.test_id)
+            grade = grader.grade(stored.problem, stored.revision, tests, observations, job.code, scope=job.scope)
+            # Results not yet published live (a grader that died between two) go out first.
+            for result in grade.tests:
+                if result.test_id not in published:
+                    event = TestGraded(job_id=job_id, attempt=finished.attempt, result=result)
+                    await client.publish(
+                        self.js,
+                        subjects.execution(event),
+                        event,
+                        msg_id=f"{job_id}.{finished.attempt}.test.{result.test_id}",
+                    )
+        graded = Graded(job_id=job_id, attempt=finished.attempt, grade=grade, graded_at=datetime.now(UTC))
+        await client.publish(self.js, subjects.graded_of(job_id), graded, msg_id=f"{job_id}.graded")
+        self._memo.pop(job_id, None)
+        log.info("job %s graded %s (%s)", job_id, grade.verdict, grade.score)
 
 
 async def build(deps: Deps) -> Grader:
-    async def mode_of(job_id: str) -> str:
-        return (await deps.submission(job_id)).mode
-
-    return Grader(mode_of)
+    await init_beanie(database=deps.mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
+    return Grader(deps.js, deps, CurriculumStore())

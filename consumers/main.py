@@ -24,8 +24,8 @@ from telemetry.setup import setup_logging, setup_tracing
 log = logging.getLogger(__name__)
 
 
-def handler_factory(name: str) -> HandlerFactory:
-    module, _, function = streams.CONSUMERS[name].handler_factory.partition(":")
+def handler_factory(durable: streams.Durable) -> HandlerFactory:
+    module, _, function = durable.handler_factory.partition(":")
     factory: HandlerFactory = getattr(importlib.import_module(module), function)
     return factory
 
@@ -37,13 +37,17 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
     try:
         await streams.provision(js, settings.bus_limits())
-        await streams.ensure_consumer(js, name, settings.bus_limits())
-        handler = await handler_factory(name)(Deps(js=js, redis=redis, mongo=mongo, settings=settings))
+        deps = Deps(js=js, redis=redis, mongo=mongo, settings=settings)
+        loops = []
         stop = asyncio.Event()
+        for durable in streams.CONSUMERS[name]:
+            await streams.ensure_consumer(js, durable.name, settings.bus_limits())
+            handler = await handler_factory(durable)(deps)
+            loops.append(base.consume(js, durable, handler, stop))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await base.consume(js, name, handler, stop)
+        await asyncio.gather(*loops)
     finally:
         await client.close(nc)
         await redis.aclose()

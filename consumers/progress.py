@@ -69,7 +69,7 @@ class ProgressRecorder:
 
 
 async def build(deps: Deps) -> ProgressRecorder:
-    await init_beanie(database=deps.mongo[DATABASE], document_models=DOCUMENTS)
+    await init_beanie(database=deps.mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
 
     async def user_of(job_id: str) -> str:
         return (await deps.submission(job_id)).user_id

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bus import streams
 from config.loader import secret_env
-from local import embedded
+from local import embedded, stackenv
 from local.lifetimes import die_with_parent
 
 log = logging.getLogger("coderunner.up")
@@ -100,7 +100,10 @@ class Stack:
             assert sup.proc is not None
             embedded.wait_listening(spec, sup.proc)
         env = self._env()
+        stackenv.write(self.data_dir, env)
         exe = [sys.executable, "-m", "cli"]
+        # An empty database gets the curriculum (the files); a seeded one is left as teachers made it.
+        subprocess.run([*exe, "seed", "--if-empty"], env=env, check=False, preexec_fn=die_with_parent())
         logs = self.data_dir / "logs"
         self.apps = [
             Supervised("gateway", [*exe, "gateway"], env, logs / "gateway.log"),

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 from nats.aio.msg import Msg
@@ -30,10 +30,18 @@ from opentelemetry import propagate, trace
 from bus import client, deadletters, history, streams
 from bus.settle import Permanent, Transient, settle
 from runner.settings import RunnerSettings
-from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure, TestCase
+from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure, TestCase, TestObservation
 from schemas import subjects
 from schemas.deadletter import DeadLetterReason
-from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, StreamName, Verdict
+from schemas.executions import (
+    ExecutionFinished,
+    ExecutionStarted,
+    OutputChunk,
+    StreamName,
+    TestError,
+    TestObserved,
+    Verdict,
+)
 from schemas.submissions import Mode, SubmissionRequested, submission_decoder
 
 log = logging.getLogger(__name__)
@@ -172,6 +180,8 @@ class Runner:
             job = submission_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
             raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
+        if job.mode == "grade" and not job.tests:
+            raise Permanent(DeadLetterReason.INVALID, "a grade submission without tests")
         if await history.job_finished(self.js, job.job_id):
             log.info("job %s already finished; acking redelivery", job.job_id)
             return
@@ -214,6 +224,7 @@ class Runner:
                 stderr_truncated=outcome.stderr_truncated,
                 signal=outcome.signal,
                 message=outcome.message,
+                graded=job.mode == "grade",
             ),
             msg_id=f"{job.job_id}.finished",
         )
@@ -225,23 +236,65 @@ class Runner:
     async def _run_tests(self, job: SubmissionRequested, chunks: ChunkPublisher) -> Outcome:
         """Grade mode: the program is compiled once and each test case runs in its own child.
 
-        Minimal until grading lands: submissions carry no test cases yet, so the one case is loading
-        the program with the submission's stdin. Observations per test, and verdicts decided outside
-        the sandbox against hidden expectations, come with problems and the grading consumer.
+        The submission carries the tests' inputs only; each observation is published as soon as
+        the harness reports it (``observed``), and the grading consumer compares it outside.
         """
-        run = await self.sandbox.run_tests(
-            job.code, [TestCase(id="load", stdin=job.stdin, wall_ms=job.limits.wall_time_ms)], job.limits
-        )
-        failed = [o for o in run.observations if o.timed_out or o.error or o.exit_code not in (0, None)]
-        if run.outcome.verdict is not Verdict.OK or not failed:
-            return run.outcome
-        first = failed[0]
-        verdict = Verdict.TIME_LIMIT if first.timed_out else Verdict.RUNTIME_ERROR
-        message = f"{first.error['type']}: {first.error.get('message', '')}" if first.error else None
-        return dataclasses.replace(run.outcome, verdict=verdict, exit_code=first.exit_code, message=message)
+        index = {t.id: i for i, t in enumerate(job.tests)}
+        count = len(job.tests)
+
+        async def observed(obs: TestObservation) -> None:
+            error = None
+            if obs.error:
+                error = TestError(
+                    type=str(obs.error.get("type", "Error"))[:100],
+                    message=str(obs.error.get("message", ""))[:1000],
+                    phase=_phase(obs.error.get("phase")),
+                )
+            event = TestObserved(
+                job_id=job.job_id,
+                attempt=chunks.attempt,
+                test_id=obs.id,
+                index=index[obs.id],
+                count=count,
+                stdout=obs.stdout,
+                stderr=obs.stderr,
+                return_json=obs.return_json,
+                error=error,
+                exit_code=obs.exit_code,
+                signal=obs.signal,
+                timed_out=obs.timed_out,
+                output_truncated=obs.output_truncated,
+                time_ms=obs.time_ms,
+            )
+            await client.publish(
+                self.js, subjects.execution(event), event, msg_id=f"{job.job_id}.{chunks.attempt}.observed.{obs.id}"
+            )
+
+        cases = [
+            TestCase(
+                id=t.id,
+                stdin=t.stdin,
+                function=t.function,
+                args=t.args or [],
+                script=t.script,
+                wall_ms=t.wall_ms,
+                cpu_seconds=max(1, -(-t.wall_ms // 1000)),
+            )
+            for t in job.tests
+        ]
+        run = await self.sandbox.run_tests(job.code, cases, job.limits, observed)
+        return run.outcome
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+_PHASES = ("program", "call", "script", "compile", "harness")
+
+
+def _phase(raw: object) -> Literal["program", "call", "script", "compile", "harness"]:
+    """The phase the harness named, or "program" (its report is untrusted data)."""
+    return raw if raw in _PHASES else "program"  # type: ignore[return-value]

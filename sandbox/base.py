@@ -82,6 +82,8 @@ class TestCase(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     # Call this function of the program with these JSON arguments (after running the module).
     function: str | None = None
     args: list[Any] = msgspec.field(default_factory=list)
+    # A test program run after the program in the same module (script tests); passes if it raises nothing.
+    script: str | None = None
     wall_ms: int = 5_000
     cpu_seconds: int | None = None
 
@@ -163,6 +165,7 @@ class ExitInfo:
 
 
 OutputSink = Callable[[StreamName, str], Awaitable[None]]
+ObservationSink = Callable[["TestObservation"], Awaitable[None]]
 
 
 class Instance(Protocol):
@@ -215,8 +218,11 @@ class Sandbox(Protocol):
     async def run(self, execution: Execution, sink: OutputSink) -> Outcome:
         """Run a program, sending output to ``sink`` as it arrives. Raises :class:`SandboxFailure`."""
 
-    async def run_tests(self, code: str, tests: list[TestCase], limits: Limits) -> TestRun:
-        """Run each test case in a fresh child of one warm interpreter; observations only."""
+    async def run_tests(
+        self, code: str, tests: list[TestCase], limits: Limits, on_observation: ObservationSink | None = None
+    ) -> TestRun:
+        """Run each test case in a fresh child of one warm interpreter; observations only, each
+        also handed to ``on_observation`` as soon as the harness reports it."""
 
     def stats(self) -> PoolStats: ...
 

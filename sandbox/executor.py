@@ -24,6 +24,7 @@ from sandbox.base import (
     Execution,
     ExitInfo,
     Instance,
+    ObservationSink,
     Outcome,
     OutputSink,
     SandboxFailure,
@@ -177,7 +178,13 @@ _observation_decoder = msgspec.json.Decoder(TestObservation)
 
 
 async def run_tests(
-    instance: Instance, code: str, tests: list[TestCase], limits: Limits, *, seccomp_hex: str | None
+    instance: Instance,
+    code: str,
+    tests: list[TestCase],
+    limits: Limits,
+    *,
+    seccomp_hex: str | None,
+    on_observation: ObservationSink | None = None,
 ) -> TestRun:
     applied = await instance.apply(limits)
     job = {
@@ -203,16 +210,20 @@ async def run_tests(
             while (newline := report.find(b"\n")) >= 0:
                 line = bytes(report[:newline])
                 del report[: newline + 1]
-                _accept(line)
+                obs = _accept(line)
+                if obs is not None and on_observation is not None:
+                    await on_observation(obs)
 
-    def _accept(line: bytes) -> None:
+    def _accept(line: bytes) -> TestObservation | None:
         if line == b'{"done": true}':
             finished.set()
-            return
+            return None
         with contextlib.suppress(msgspec.DecodeError):
             obs = _observation_decoder.decode(line)
             if obs.id in wanted and obs.id not in observations:
                 observations[obs.id] = obs
+                return obs
+        return None
 
     started = time.monotonic()
     await instance.send(frame(job))
@@ -235,11 +246,20 @@ async def run_tests(
     if not exit.started:
         raise SandboxFailure("the sandbox failed before the tests started")
     complete = finished.is_set()
-    ordered = [
-        observations.get(t.id)
-        or TestObservation(id=t.id, error={"type": "NoObservation", "message": "the test did not report"})
-        for t in tests
-    ]
+    ordered = []
+    for t in tests:
+        obs = observations.get(t.id)
+        if obs is None:
+            # The run ended before this test reported (the time budget ran out, or the sandbox
+            # died): say so, as the test's observation.
+            obs = TestObservation(
+                id=t.id,
+                error={"type": "NoObservation", "message": "the test did not report", "phase": "harness"},
+                timed_out=timed_out,
+            )
+            if on_observation is not None:
+                await on_observation(obs)
+        ordered.append(obs)
     if complete:
         verdict, message = Verdict.OK, None
     elif timed_out:

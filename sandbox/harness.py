@@ -52,6 +52,7 @@ import types
 
 READY = b"\x00coderunner-harness-ready\n"
 FILENAME = "main.py"
+TEST_FILENAME = "<test>"
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
@@ -203,7 +204,7 @@ def fresh_main(code):
 def print_user_traceback(exc):
     # Drop the harness's own frames: the student sees only their program.
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
+    while tb is not None and tb.tb_frame.f_code.co_filename not in (FILENAME, TEST_FILENAME):
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb)
 
@@ -553,21 +554,34 @@ def _child(job, tests, test, out_w, err_w, res_w, in_r):
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     result: dict = {"return": None, "error": None}
+    phase = "program"
     try:
         compiled, module = fresh_main(test.pop("compiled"))
         lower_limits(test["limits"])
         install_seccomp(test["seccomp"])
         exec(compiled, module.__dict__)
         if test.get("function"):
-            value = module.__dict__[test["function"]](*test.get("args", []))
+            phase = "call"
+            value = module.__dict__[test["function"]](*(test.get("args") or []))
             try:
                 result["return"] = json.dumps(value)
             except (TypeError, ValueError) as exc:
-                result["error"] = {"type": "NotJSON", "message": "return value is not JSON: " + str(exc)[:200]}
+                result["error"] = {
+                    "type": "NotJSON",
+                    "message": "return value is not JSON: " + str(exc)[:200],
+                    "phase": phase,
+                }
+        if test.get("script") is not None:
+            # A teacher's test program, after the student's, in the same module: passes when it
+            # raises nothing.
+            phase = "script"
+            script = test["script"]
+            linecache.cache[TEST_FILENAME] = (len(script), None, script.splitlines(True), TEST_FILENAME)
+            exec(compile(script, TEST_FILENAME, "exec", dont_inherit=True), module.__dict__)
     except SystemExit as exc:
         result["exit"] = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
-        result["error"] = {"type": type(exc).__name__, "message": str(exc)[:1000]}
+        result["error"] = {"type": type(exc).__name__, "message": str(exc)[:1000], "phase": phase}
         print_user_traceback(exc)
     try:
         sys.stdout.flush()
@@ -580,7 +594,8 @@ def _child(job, tests, test, out_w, err_w, res_w, in_r):
 def report_syntax_error(tests, exc):
     text = "".join(traceback.format_exception_only(type(exc), exc))
     for test in tests:
-        observation = {"id": test.get("id"), "stderr": text, "error": {"type": "SyntaxError", "message": str(exc)}}
+        error = {"type": type(exc).__name__, "message": str(exc), "phase": "compile"}
+        observation = {"id": test.get("id"), "stderr": text, "error": error}
         sys.stdout.write(json.dumps(observation) + "\n")
     sys.stdout.write(json.dumps({"done": True}) + "\n")
     sys.stdout.flush()

@@ -20,6 +20,7 @@ from sandbox.base import (
     Backend,
     Execution,
     Instance,
+    ObservationSink,
     Outcome,
     OutputSink,
     SandboxError,
@@ -218,10 +219,14 @@ class PooledSandbox:
         finally:
             await self.pool.release(instance)
 
-    async def run_tests(self, code: str, tests: list[TestCase], limits: Limits) -> TestRun:
+    async def run_tests(
+        self, code: str, tests: list[TestCase], limits: Limits, on_observation: ObservationSink | None = None
+    ) -> TestRun:
         instance = await self._acquire()
         try:
-            return await run_tests(instance, code, tests, limits, seccomp_hex=self._seccomp_hex)
+            return await run_tests(
+                instance, code, tests, limits, seccomp_hex=self._seccomp_hex, on_observation=on_observation
+            )
         finally:
             await self.pool.release(instance)
 

@@ -17,6 +17,8 @@ class DeadLetterReason(enum.StrEnum):
     SANDBOX_FAILED = "sandbox_failed"
     # An execution event names a job that has no submission (added in v1.1).
     UNKNOWN_JOB = "unknown_job"
+    # A submission that cannot be run as asked, e.g. a grade without tests (added in v1.2).
+    INVALID = "invalid"
 
 
 class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field="type", rename="camel"):

@@ -9,6 +9,9 @@ from typing import Literal, get_args
 import msgspec
 from msgspec import Struct
 
+from schemas.base import ExecutionBase
+from schemas.grades import Graded, TestGraded
+
 StreamName = Literal["stdout", "stderr"]
 
 
@@ -22,27 +25,19 @@ class Verdict(enum.StrEnum):
     SANDBOX_ERROR = "SANDBOX_ERROR"
 
 
-class _ExecutionBase(Struct, frozen=True, kw_only=True, tag_field="type", rename="camel"):
-    job_id: str
-    # Delivery attempt of the submission that produced this event (1 on the first run). A newer
-    # attempt supersedes the output of older ones: a runner that died mid-job leaves partial output.
-    attempt: int = 1
-    v: int = 1
-
-
-class ExecutionStarted(_ExecutionBase, frozen=True, tag="execution.started"):
+class ExecutionStarted(ExecutionBase, frozen=True, tag="execution.started"):
     runner_id: str
     started_at: datetime
 
 
-class OutputChunk(_ExecutionBase, frozen=True, tag="execution.output"):
+class OutputChunk(ExecutionBase, frozen=True, tag="execution.output"):
     stream: StreamName
     # Position of this chunk among the attempt's chunks, from 0.
     seq: int
     text: str
 
 
-class ExecutionFinished(_ExecutionBase, frozen=True, tag="execution.finished"):
+class ExecutionFinished(ExecutionBase, frozen=True, tag="execution.finished"):
     verdict: Verdict
     exit_code: int | None
     duration_ms: int
@@ -53,9 +48,46 @@ class ExecutionFinished(_ExecutionBase, frozen=True, tag="execution.finished"):
     signal: int | None = None
     # Human-readable reason for SANDBOX_ERROR or a limit; never contains host details.
     message: str | None = None
+    # A grade follows (the job ran a problem's tests): the job ends with its ``graded`` event.
+    graded: bool = False
 
 
-ExecutionEvent = ExecutionStarted | OutputChunk | ExecutionFinished
+class TestError(Struct, frozen=True, kw_only=True, rename="camel"):
+    __test__ = False
+
+    type: str
+    message: str = ""
+    # Where it was raised: compiling or running the program, calling the tested function, the
+    # test script, or the harness (the test did not report).
+    phase: Literal["program", "call", "script", "compile", "harness"] = "program"
+
+
+class TestObserved(ExecutionBase, frozen=True, tag="execution.observed"):
+    """What one test case did, as the sandbox reported it. Never an expectation.
+
+    INTERNAL: a hidden test's output can repeat its input, so students never see this event (the
+    gateway streams only :data:`STUDENT_KINDS`); the grading consumer turns it into a ``test`` event.
+    """
+
+    __test__ = False
+
+    test_id: str
+    index: int
+    # Tests in this attempt: the last observation has index == count - 1.
+    count: int
+    stdout: str = ""
+    stderr: str = ""
+    # Function tests: the return value as JSON text (untrusted: parsed by the grader).
+    return_json: str | None = None
+    error: TestError | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    output_truncated: bool = False
+    time_ms: int = 0
+
+
+ExecutionEvent = ExecutionStarted | OutputChunk | TestObserved | ExecutionFinished | TestGraded | Graded
 """The union of everything on the EXECUTIONS stream."""
 
 execution_decoder: msgspec.json.Decoder[ExecutionEvent] = msgspec.json.Decoder(ExecutionEvent)
@@ -75,3 +107,6 @@ def kind(event: ExecutionEvent | type[ExecutionEvent]) -> str:
 
 KINDS: dict[str, type[ExecutionEvent]] = {kind(t): t for t in get_args(ExecutionEvent)}
 """Every execution event type by its kind."""
+
+STUDENT_KINDS = frozenset({"started", "output", "finished", "test", "graded"})
+"""The kinds a student's event stream carries (an allow-list: a new kind is internal until added)."""

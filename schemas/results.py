@@ -11,8 +11,10 @@ from typing import Literal
 from msgspec import Struct
 
 from schemas.executions import Verdict
+from schemas.grades import Grade, TestResult
 
-Status = Literal["queued", "running", "completed", "failed"]
+# "grading": the run finished and its grade is coming (v1.1).
+Status = Literal["queued", "running", "grading", "completed", "failed"]
 
 
 class JobResult(Struct, frozen=True, kw_only=True, rename="camel"):
@@ -28,6 +30,9 @@ class JobResult(Struct, frozen=True, kw_only=True, rename="camel"):
     signal: int | None = None
     message: str | None = None
     attempt: int = 0
+    # Graded jobs (v1.1): each test's result as it was decided, then the grade.
+    tests: list[TestResult] = []
+    grade: Grade | None = None
     # Stream sequence of the last event folded in: the SSE ``id`` to resume after.
     last_seq: int = 0
 

@@ -16,8 +16,8 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from gateway.dependencies import AUTHENTICATED, MAYBE_AUTHENTICATED, services_of
 from gateway.errors import InvalidRequest
-from gateway.executions.models import QueueStats, SubmitAccepted, SubmitRequest
-from gateway.executions.service import ExecutionService, StreamItem
+from gateway.executions.models import GradeRequest, QueueStats, SubmitAccepted, SubmitRequest
+from gateway.executions.service import ExecutionService, Queued, StreamItem
 from gateway.tokens import Principal
 from schemas.results import JobResult
 
@@ -56,6 +56,13 @@ async def _to_sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[ServerSentE
         retry = None
 
 
+def _accepted(request: Request[Any, Any, Any], queued: Queued) -> Response[SubmitAccepted]:
+    result_url = request.app.route_reverse(RESULT, job_id=queued.job_id)
+    events_url = request.app.route_reverse(EVENTS, job_id=queued.job_id) + "?" + urlencode({"ticket": queued.ticket})
+    accepted = SubmitAccepted(job_id=queued.job_id, status="queued", events_url=events_url, result_url=result_url)
+    return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": result_url, **queued.headers})
+
+
 class ExecutionController(Controller):
     path = "/execution"
     tags = ["execution"]
@@ -78,12 +85,28 @@ class ExecutionController(Controller):
         queued = await executions.submit(
             data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
         )
-        result_url = request.app.route_reverse(RESULT, job_id=queued.job_id)
-        events_url = (
-            request.app.route_reverse(EVENTS, job_id=queued.job_id) + "?" + urlencode({"ticket": queued.ticket})
+        return _accepted(request, queued)
+
+    @post(
+        "/submit/grade",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Submit a solution to a problem: every test, public and hidden, graded",
+        description="Answered like `/execution/submit`; the event stream then carries a `test` event per "
+        "test as it is decided and a `graded` event, and `done` comes after the grade.",
+        dependencies={"principal": AUTHENTICATED},
+    )
+    async def submit_grade(
+        self,
+        data: GradeRequest,
+        executions: ExecutionService,
+        principal: Principal,
+        request: Request[Any, Any, Any],
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+    ) -> Response[SubmitAccepted]:
+        queued = await executions.submit(
+            data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
         )
-        accepted = SubmitAccepted(job_id=queued.job_id, status="queued", events_url=events_url, result_url=result_url)
-        return Response(accepted, status_code=HTTP_202_ACCEPTED, headers={"Location": result_url, **queued.headers})
+        return _accepted(request, queued)
 
     @get(
         "/result/{job_id:str}",

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 
 class SubmitRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Run code. With a ``problemId`` (the Run button on a problem): the problem's public tests."""
+
     code: str
     stdin: str = ""
-    problem_id: str | None = None
+    problem_id: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
+
+
+class GradeRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Submit a solution to a problem: every test, public and hidden, graded."""
+
+    code: str
+    problem_id: Annotated[int, Meta(ge=1, le=2**31 - 1)]
 
 
 class SubmitAccepted(Struct, frozen=True, kw_only=True, rename="camel"):
     job_id: str
-    status: Literal["queued", "running", "completed", "failed"]
+    status: Literal["queued", "running", "grading", "completed", "failed"]
     events_url: str
     result_url: str
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import msgspec
@@ -25,6 +26,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bus import client, history, streams
 from consumers.caching import cache_key
+from curriculum.model import GradingMode
 from gateway.errors import (
     RETRY_AFTER_BUS,
     BusUnavailable,
@@ -35,17 +37,20 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.executions.backlog import Backlog
-from gateway.executions.models import SubmitRequest
+from gateway.executions.models import GradeRequest, SubmitRequest
 from gateway.executions.slots import StreamSlot, StreamSlots
 from gateway.guards import can_read
 from gateway.quotas import Decision, Policy, Quotas
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
 from schemas import subjects
-from schemas.executions import execution_decoder
+from schemas.executions import STUDENT_KINDS, execution_decoder
 from schemas.executions import kind as event_kind
 from schemas.results import JobResult
-from schemas.submissions import Limits, SubmissionRequested
+from schemas.submissions import Limits, MiB, SubmissionRequested, TestInput
+
+if TYPE_CHECKING:
+    from gateway.problems.service import ProblemService
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,7 @@ class ExecutionService:
         tokens: TokenService,
         quotas: Quotas,
         backlog: Backlog,
+        problems: ProblemService | None = None,
     ) -> None:
         self.js = js
         self.redis = redis
@@ -96,6 +102,7 @@ class ExecutionService:
         self.tokens = tokens
         self.quotas = quotas
         self.backlog = backlog
+        self.problems = problems
         # A stream renews its lease at least every heartbeat; a dead replica's slots free up after it.
         self.stream_slots = StreamSlots(
             redis,
@@ -114,7 +121,12 @@ class ExecutionService:
         )
 
     async def submit(
-        self, request: SubmitRequest, *, user_id: str, idempotency_key: str | None, family_id: str | None = None
+        self,
+        request: SubmitRequest | GradeRequest,
+        *,
+        user_id: str,
+        idempotency_key: str | None,
+        family_id: str | None = None,
     ) -> Queued:
         """Queue a submission; returns its job id, its ticket and the quota headers that go with it.
 
@@ -126,7 +138,8 @@ class ExecutionService:
         # Limits apply to the decoded text (UTF-8 bytes), however the client escaped it.
         if len(request.code.encode()) > self.settings.max_code_bytes:
             raise CodeTooLarge(f"code is larger than {self.settings.max_code_bytes} bytes")
-        if len(request.stdin.encode()) > self.settings.max_stdin_bytes:
+        stdin = request.stdin if isinstance(request, SubmitRequest) else ""
+        if len(stdin.encode()) > self.settings.max_stdin_bytes:
             raise CodeTooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
         if not request.code.strip():
             raise InvalidRequest("code is empty")
@@ -146,6 +159,8 @@ class ExecutionService:
             if stored is not None:
                 _check_same_payload(stored, request)
                 return retried
+        # A problem's tests (their inputs only) and limits; read before taking any quota.
+        graded = await self._graded(request) if request.problem_id is not None else None
         self.backlog.admit()  # raises 503 when full; reserves room otherwise
         try:
             decision = await self.quotas.take(f"user:{user_id}", self.exec_policies)
@@ -154,14 +169,15 @@ class ExecutionService:
             raise
         event = SubmissionRequested(
             job_id=job_id,
-            mode="run",  # graded submissions arrive with problems and tests
+            mode="run",
             code=request.code,
-            stdin=request.stdin,
-            problem_id=request.problem_id,
+            stdin=stdin,
             user_id=user_id,
             limits=self.run_limits,
             submitted_at=datetime.now(UTC),
         )
+        if graded is not None:
+            event = msgspec.structs.replace(event, **graded)
         try:
             # Nats-Msg-Id makes concurrent retries inside the window collapse into one message.
             ack = await client.publish(self.js, subjects.submission(job_id), event, msg_id=job_id)
@@ -196,6 +212,43 @@ class ExecutionService:
         self.backlog.published_one()
         log.info("job %s queued (seq %s)", job_id, ack.seq)
         return Queued(job_id=job_id, ticket=ticket, headers=decision.headers)
+
+    async def _graded(self, request: SubmitRequest | GradeRequest) -> dict[str, Any]:
+        """The submission fields of a problem's tests: all of them for a submission, the public
+        ones for a run. Inputs only: expectations stay in MongoDB for the grading consumer."""
+        assert request.problem_id is not None and self.problems is not None
+        stored = await self.problems.problem_for_grading(request.problem_id)
+        problem = stored.problem
+        scope: Literal["all", "public"] = "all" if isinstance(request, GradeRequest) else "public"
+        tests = problem.tests if scope == "all" else problem.public_tests()
+        if not tests:
+            raise InvalidRequest(f"problem {problem.id} has no {'public ' if scope == 'public' else ''}tests to run")
+        function = problem.function if problem.grading is GradingMode.FUNCTION else None
+        inputs = [
+            TestInput(
+                id=t.id,
+                stdin=t.stdin,
+                function=function if t.script is None else None,
+                args=t.args if t.script is None and function else None,
+                script=t.script,
+                wall_ms=problem.time_limit_ms,
+            )
+            for t in tests
+        ]
+        limits = Limits(
+            wall_time_ms=problem.time_limit_ms,
+            cpu_time_ms=problem.time_limit_ms,
+            memory_bytes=problem.memory_limit_mb * MiB,
+            output_bytes=self.settings.run_output_bytes,
+        )
+        return {
+            "mode": "grade",
+            "problem_id": str(problem.id),
+            "problem_revision": stored.revision,
+            "scope": scope,
+            "tests": inputs,
+            "limits": limits,
+        }
 
     async def _refund(self, decision: Decision) -> None:
         try:
@@ -280,7 +333,8 @@ class ExecutionService:
                     log.error("undecodable event %s seq %d skipped", msg.subject, seq)
                     continue
                 result = history.apply(result, event, seq)
-                if seq > after_seq:
+                # An allow-list: internal events (a hidden test's observation) never reach a student.
+                if seq > after_seq and event_kind(event) in STUDENT_KINDS:
                     yield StreamItem(kind="event", seq=seq, name=event_kind(event), data=msg.data)
             yield StreamItem(kind="done", data=msgspec.json.encode(result))
         finally:
@@ -305,8 +359,12 @@ class ExecutionService:
             log.debug("stream slot release failed: %s", exc)
 
 
-def _check_same_payload(stored: SubmissionRequested, request: SubmitRequest) -> None:
-    if (stored.code, stored.stdin, stored.problem_id) != (request.code, request.stdin, request.problem_id):
+def _check_same_payload(stored: SubmissionRequested, request: SubmitRequest | GradeRequest) -> None:
+    stdin = request.stdin if isinstance(request, SubmitRequest) else ""
+    problem_id = None if request.problem_id is None else str(request.problem_id)
+    scope = "all" if isinstance(request, GradeRequest) else "public"
+    same_scope = stored.mode == "run" if problem_id is None else stored.scope == scope
+    if (stored.code, stored.stdin, stored.problem_id) != (request.code, stdin, problem_id) or not same_scope:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used for a submission with other code or stdin; use a new key"
         )

@@ -1,0 +1,1 @@
+"""The curriculum: levels, sessions and problems, their file format, and their storage."""

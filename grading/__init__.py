@@ -1,0 +1,1 @@
+"""Grading: comparing observations with expectations, verdicts, scores and feedback (outside the sandbox)."""
