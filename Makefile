@@ -38,6 +38,7 @@ bench: install
 	bash .ci/system-deps.sh
 	$(BIN)/python bench/e2e_latency.py
 	$(BIN)/python bench/sandbox_latency.py
+	$(BIN)/python bench/grading.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

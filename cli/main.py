@@ -26,11 +26,13 @@ def _schema() -> None:
     from schemas.deadletter import DeadLetter
     from schemas.executions import ExecutionEvent
     from schemas.ops import RunnerStats
+    from schemas.problems import ProblemEvent
     from schemas.results import JobResult
     from schemas.submissions import SubmissionEvent
 
     _, components = msgspec.json.schema_components(
-        [SubmissionEvent, ExecutionEvent, DeadLetter, JobResult, RunnerStats], ref_template="#/$defs/{name}"
+        [SubmissionEvent, ExecutionEvent, ProblemEvent, DeadLetter, JobResult, RunnerStats],
+        ref_template="#/$defs/{name}",
     )
     doc = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -143,7 +143,7 @@ def check(problem: Problem) -> Problem:
                 raise ProblemInvalid(f"{where}.args: function tests need args (a list)")
         elif test.args is not None:
             raise ProblemInvalid(f"{where}.args: only function tests take args")
-        if problem.grading is GradingMode.STDOUT and not isinstance(test.expected, str):
+        if problem.grading is GradingMode.STDOUT and not is_script and not isinstance(test.expected, str):
             raise ProblemInvalid(f"{where}.expected: stdout tests expect text")
         if problem.grading is GradingMode.FUNCTION and not is_script:
             try:

@@ -37,7 +37,7 @@ class OutputChunk(ExecutionBase, frozen=True, tag="execution.output"):
     text: str
 
 
-class ExecutionFinished(ExecutionBase, frozen=True, tag="execution.finished"):
+class ExecutionFinished(ExecutionBase, frozen=True, kw_only=True, tag="execution.finished"):
     verdict: Verdict
     exit_code: int | None
     duration_ms: int
@@ -50,6 +50,7 @@ class ExecutionFinished(ExecutionBase, frozen=True, tag="execution.finished"):
     message: str | None = None
     # A grade follows (the job ran a problem's tests): the job ends with its ``graded`` event.
     graded: bool = False
+    v: int = 2
 
 
 class TestError(Struct, frozen=True, kw_only=True, rename="camel"):

@@ -65,8 +65,8 @@ class SubmissionRequested(
     problem_revision: int | None = None
     scope: Literal["all", "public"] = "all"
     tests: list[TestInput] = []
-    # Minor version of this payload: bumped when a field with a default is added.
-    v: int = 1
+    # Minor version of this payload: bumped when a field with a default is added (2: tests).
+    v: int = 2
 
 
 SubmissionEvent = SubmissionRequested

@@ -10,7 +10,15 @@ import pytest
 from bus.history import apply
 from schemas import subjects
 from schemas.codec import encode
-from schemas.executions import ExecutionFinished, ExecutionStarted, OutputChunk, Verdict, execution_decoder
+from schemas.executions import (
+    ExecutionFinished,
+    ExecutionStarted,
+    OutputChunk,
+    TestObserved,
+    Verdict,
+    execution_decoder,
+)
+from schemas.grades import Grade, Graded, GradeVerdict, TestGraded, TestResult
 from schemas.results import JobResult
 from schemas.submissions import Limits, SubmissionRequested, submission_decoder
 
@@ -160,13 +168,44 @@ def test_every_event_kind_round_trips_through_tag_subject_and_sse_name() -> None
         ExecutionFinished: ExecutionFinished(
             job_id="job-00000001", verdict=Verdict.OK, exit_code=0, duration_ms=1, finished_at=NOW
         ),
+        TestObserved: TestObserved(job_id="job-00000001", test_id="t", index=0, count=1, stdout="x"),
+        TestGraded: TestGraded(job_id="job-00000001", result=_result("t", GradeVerdict.ACCEPTED)),
+        Graded: Graded(job_id="job-00000001", grade=_grade(), graded_at=NOW),
     }
     assert set(samples) == set(get_args(ExecutionEvent)), "a new event type needs a sample here"
     for cls, event in samples.items():
         name = kind(event)
-        assert cls.__struct_config__.tag == f"execution.{name}"
+        assert str(cls.__struct_config__.tag).endswith(f".{name}")
         subject = subjects.execution(event)
         assert subject.rsplit(".", 1)[1] == name
         assert KINDS[subject.rsplit(".", 1)[1]] is cls
         assert msgspec.json.decode(msgspec.json.encode(event), type=ExecutionEvent) == event
     assert subjects.finished_of("job-00000001") == subjects.execution(samples[ExecutionFinished])
+
+
+def _result(test_id: str, verdict: GradeVerdict, index: int = 0) -> TestResult:
+    return TestResult(test_id=test_id, index=index, public=False, verdict=verdict)
+
+
+def _grade(*tests: TestResult) -> Grade:
+    return Grade(
+        problem_id="101", revision=1, verdict=GradeVerdict.ACCEPTED, score=100.0, passed=1, total=1, tests=list(tests)
+    )
+
+
+def test_fold_of_a_graded_job_ends_with_its_grade_not_its_run() -> None:
+    r = apply(
+        JobResult(job_id="job-00000001"), ExecutionStarted(job_id="job-00000001", runner_id="r", started_at=NOW), 1
+    )
+    r = apply(r, TestObserved(job_id="job-00000001", test_id="b", index=1, count=2, stdout="secret"), 2)
+    assert r.stdout == "" and r.tests == []  # observations are not part of the result
+    r = apply(r, TestGraded(job_id="job-00000001", result=_result("b", GradeVerdict.WRONG_ANSWER, 1)), 3)
+    r = apply(r, TestGraded(job_id="job-00000001", result=_result("a", GradeVerdict.ACCEPTED, 0)), 4)
+    assert [t.test_id for t in r.tests] == ["a", "b"] and r.status == "running"
+    r = apply(r, _finished(graded=True), 5)
+    assert r.status == "grading" and not r.terminal
+    grade = _grade(_result("a", GradeVerdict.ACCEPTED), _result("b", GradeVerdict.WRONG_ANSWER, 1))
+    r = apply(r, Graded(job_id="job-00000001", grade=grade, graded_at=NOW), 6)
+    assert r.status == "completed" and r.terminal and r.grade == grade and r.last_seq == 6
+    # A run's finished event ends the job at once.
+    assert apply(JobResult(job_id="job-00000001"), _finished(), 1).terminal
