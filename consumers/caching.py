@@ -1,8 +1,12 @@
-"""Caching consumer: stores each finished job's result in Redis.
+"""Caching consumer: stores each finished (or graded) job's result in Redis, and invalidates the curriculum cache.
 
 Finished results never change, so ``GET /execution/result/{jobId}`` serves them from Redis instead
 of re-reading the job's events from JetStream. Writing the same value twice is harmless, which
 makes the consumer idempotent.
+
+The gateway caches curriculum reads under keys that include a generation number
+(:data:`CURRICULUM_GEN_KEY`); each ``ProblemChanged`` bumps it, which makes them all obsolete at
+once. A redelivered event bumps it again: harmless (one more cache miss).
 """
 
 from __future__ import annotations
@@ -12,8 +16,13 @@ import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
 from bus import history
-from consumers.base import Delivery, Deps
+from consumers.base import Delivery, Deps, Handler
 from schemas.executions import ExecutionFinished
+from schemas.grades import Graded
+from schemas.problems import ProblemChanged
+
+# The curriculum cache's generation: part of every cached curriculum key (gateway.problems.service).
+CURRICULUM_GEN_KEY = "coderunner:curriculum:gen"
 
 
 def cache_key(job_id: str) -> str:
@@ -28,7 +37,8 @@ class ResultCache:
         self.ttl = max(1, int(ttl_seconds))
 
     async def __call__(self, delivery: Delivery) -> None:
-        if not isinstance(delivery.event, ExecutionFinished):
+        # A run ends with finished, a graded job with graded: fold_job says when it is terminal.
+        if not isinstance(delivery.event, ExecutionFinished | Graded):
             return
         result = await history.fold_job(self.js, delivery.event.job_id)
         if result.terminal:
@@ -37,3 +47,17 @@ class ResultCache:
 
 async def build(deps: Deps) -> ResultCache:
     return ResultCache(deps.js, deps.redis, deps.settings.stream_retention_seconds)
+
+
+class CurriculumInvalidator:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def __call__(self, delivery: Delivery) -> None:
+        if isinstance(delivery.event, ProblemChanged):
+            # A Redis error raises: the event is redelivered (bus.settle), the edit shows later.
+            await self.redis.incr(CURRICULUM_GEN_KEY)
+
+
+async def build_problems(deps: Deps) -> Handler:
+    return CurriculumInvalidator(deps.redis)

@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 
 from bus import client, streams
 from config.loader import load
+from curriculum.store import DOCUMENTS as CURRICULUM_DOCUMENTS
 from gateway.accounts.controller import AuthController
 from gateway.accounts.service import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts.service import AccountService
@@ -31,6 +32,8 @@ from gateway.executions.backlog import Backlog
 from gateway.executions.controller import ExecutionController
 from gateway.executions.service import ExecutionService
 from gateway.ops import Metrics, health, moved, ready
+from gateway.problems.controller import ProblemController
+from gateway.problems.service import ProblemService
 from gateway.quotas import Quotas
 from gateway.security import ApiQuotaMiddleware, RequestIdFilter, with_request_id
 from gateway.settings import GatewaySettings
@@ -89,9 +92,14 @@ def create_app(settings: GatewaySettings) -> Litestar:
         backlog = Backlog(js, settings.max_queue_depth)
         try:
             await streams.provision(js, settings.bus_limits())
-            await init_beanie(database=mongo[DATABASE], document_models=ACCOUNT_DOCUMENTS)
+            # The URI may name the database; "coderunner" otherwise (as `coderunner seed` does).
+            await init_beanie(
+                database=mongo.get_default_database(DATABASE),
+                document_models=[*ACCOUNT_DOCUMENTS, *CURRICULUM_DOCUMENTS],
+            )
             tokens = TokenService(settings, redis)
             quotas = Quotas(redis)
+            problems = ProblemService(js, redis)
             backlog.start()
             # In field order: settings, the clients, then the services built on them.
             services = Services(
@@ -103,7 +111,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 tokens,
                 quotas,
                 AccountService(settings, tokens, redis),
-                ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog),
+                problems,
+                ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog, problems=problems),
             )
             store_services(app.state, services)
             yield
@@ -121,7 +130,17 @@ def create_app(settings: GatewaySettings) -> Litestar:
         exclude_opt_key="skip_metrics",  # SSE streams would skew request-duration histograms
     )
     return Gateway(
-        route_handlers=[AuthController, ExecutionController, health, ready, index, static_files, moved, Metrics],
+        route_handlers=[
+            AuthController,
+            ProblemController,
+            ExecutionController,
+            health,
+            ready,
+            index,
+            static_files,
+            moved,
+            Metrics,
+        ],
         lifespan=[lifespan],
         on_startup=[document_problems],
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"]))],

@@ -29,6 +29,7 @@ from gateway.tokens import Principal, TokenService, bearer_token
 if TYPE_CHECKING:  # not at run time: the services use gateway.guards, which uses principal_of
     from gateway.accounts.service import AccountService
     from gateway.executions.service import ExecutionService
+    from gateway.problems.service import ProblemService
 
 _SERVICES = "services"
 
@@ -45,6 +46,7 @@ class Services:
     tokens: TokenService
     quotas: Quotas
     accounts: AccountService
+    problems: ProblemService
     executions: ExecutionService
 
 

@@ -22,9 +22,11 @@ def test_compose_runs_every_registered_consumer_and_nothing_else() -> None:
 def test_every_durable_has_one_owner_and_a_known_stream() -> None:
     names = [d.name for d in streams.DURABLES]
     assert len(names) == len(set(names))
-    known = {streams.SUBMISSIONS, streams.EXECUTIONS, streams.DEADLETTER}
+    known = {streams.SUBMISSIONS, streams.EXECUTIONS, streams.PROBLEMS, streams.DEADLETTER}
     for durable in streams.DURABLES:
         assert durable.stream in known and durable.owner.startswith("coderunner ")
+        if durable.process:
+            assert durable.owner == f"coderunner consume {durable.process}"
         if durable.handler_factory:
             module, _, function = durable.handler_factory.partition(":")
             assert callable(getattr(__import__(module, fromlist=[function]), function))

@@ -1,0 +1,1 @@
+"""Problems: the curriculum for students (cached in Redis) and teachers' edits (MongoDB)."""
