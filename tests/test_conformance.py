@@ -994,8 +994,25 @@ async def test_tests_mode_non_json_return_and_exceptions(sandbox: PooledSandbox)
     result = await sandbox.run_tests(code, tests, FAST)
     obs = {o.id: o for o in result.observations}
     assert obs["set"].error is not None and obs["set"].error["type"] == "NotJSON"
-    assert obs["boom"].error == {"type": "KeyError", "message": "'k'"}
+    assert obs["boom"].error == {"type": "KeyError", "message": "'k'", "phase": "call"}
     assert obs["ok"].return_json == '["ok"]'
+    await assert_host_unaffected(sandbox)
+
+
+async def test_tests_mode_script_tests_run_after_the_program(sandbox: PooledSandbox) -> None:
+    code = "def double(x):\n    return x * 2\n"
+    tests = [
+        TestCase(id="pass", script="assert double(2) == 4"),
+        TestCase(id="fail", script="x = 1\nassert double(x) == 3, 'double(1)'"),
+        TestCase(id="crash", script="double(None) + 1"),
+    ]
+    result = await sandbox.run_tests(code, tests, FAST)
+    obs = {o.id: o for o in result.observations}
+    assert obs["pass"].error is None and obs["pass"].exit_code == 0
+    assert obs["fail"].error == {"type": "AssertionError", "message": "double(1)", "phase": "script"}
+    assert 'File "<test>", line 2' in obs["fail"].stderr  # the teacher's line, not the harness's
+    assert obs["crash"].error is not None and obs["crash"].error["type"] == "TypeError"
+    assert 'File "main.py", line 2, in double' in obs["crash"].stderr
     await assert_host_unaffected(sandbox)
 
 

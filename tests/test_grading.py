@@ -200,6 +200,23 @@ def test_partial_scores_by_weight_and_a_per_test_time_limit(graded_stack: Stack,
     assert elapsed < 30, "one test's time limit did not end the others"
 
 
+def test_a_memory_limit_fails_only_its_test(graded_stack: Stack, runner, teacher) -> None:
+    problem_id = create_problem(
+        teacher,
+        memoryLimitMb=48,
+        tests=[
+            {"id": "p1", "public": True, "stdin": "small\n", "expected": "ok\n"},
+            {"id": "p2", "public": True, "stdin": "big\n", "expected": "ok\n"},
+        ],
+    )
+    code = "if input() == 'big':\n    hog = bytearray(256 * 1024 * 1024)\nprint('ok')\n"
+    with graded_stack.client() as c:
+        result = grade(c, code, problem_id)
+    assert [t["verdict"] for t in result["tests"]] == ["ACCEPTED", "MEMORY_LIMIT"], result["tests"]
+    assert result["grade"]["score"] == 50.0 and result["grade"]["verdict"] == "MEMORY_LIMIT"
+    assert result["tests"][1]["feedback"]["kind"] == "MEMORY_LIMIT"
+
+
 def test_a_syntax_error_is_a_compile_error_with_help(graded_stack: Stack, runner) -> None:
     problem = files.load().problems[0]
     with graded_stack.client() as c:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from curriculum import files
 from local import embedded
 from local.supervisor import STOP_DEADLINE
 from sandbox import cgroups
@@ -37,7 +38,7 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "cli", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            [sys.executable, "-m", "cli", "up", "--data-dir", str(tmp_path / ".data"), "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -62,12 +63,28 @@ def test_up_serves_restarts_crashed_processes_and_stops_cleanly(tmp_path) -> Non
         wait_for(lambda: len(re.findall(r"started runner \(pid", log_path.read_text())) == 2, 30, what="restart")
         restarted = int(re.findall(r"started runner \(pid (\d+)\)", log_path.read_text())[-1])
         # Development secrets were generated on first start and kept in the data folder.
-        secrets_file = tmp_path / "data" / "secrets.env"
+        secrets_file = tmp_path / ".data" / "secrets.env"
         assert secrets_file.stat().st_mode & 0o777 == 0o600
         assert "JWT_SECRET=" in secrets_file.read_text()
         with Stack(env={}, base_url=f"http://127.0.0.1:{port}", tmp=tmp_path).client() as client:
             job = submit(client, "print('after restart')")
             assert read_events(client, job["eventsUrl"])[-1].data["stdout"] == "after restart\n"
+        # The empty database got the curriculum, and a teacher is one command away, with no
+        # environment (the command finds the stack `up` started in ./.data).
+        with Stack(env={}, base_url=f"http://127.0.0.1:{port}", tmp=tmp_path).client(anonymous=True) as client:
+            assert client.get("/problems").json()["total"] == len(files.load().problems)
+            email = "teacher@example.org"
+            account = {"email": email, "password": "correct horse battery", "displayName": "T", "level": "adults"}
+            assert client.post("/auth/register", json=account).status_code == 201
+            bare = {k: v for k, v in env.items() if k not in ("REDIS_URL", "MONGODB_URI", "NATS_URL")}
+            done = subprocess.run(
+                [sys.executable, "-m", "cli", "user-role", email, "teacher"],
+                cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            login = client.post("/auth/login", json={"email": email, "password": account["password"]}).json()
+            hidden = client.get("/problems/101/tests/all", headers={"Authorization": f"Bearer {login['accessToken']}"})
+            assert hidden.status_code == 200 and any(not t["public"] for t in hidden.json())
         # A restart, not a crash loop: the new runner is the one still serving.
         assert _alive(restarted)
         assert len(re.findall(r"started runner \(pid", log_path.read_text())) == 2
