@@ -153,12 +153,27 @@ class CurriculumStore:
         return await _put(SessionDocument, {"session_id": session.id}, fields)
 
     async def put_problem(
-        self, problem: Problem, *, by: str, source: Literal["files", "api"]
+        self,
+        problem: Problem,
+        *,
+        by: str,
+        source: Literal["files", "api"],
+        expected_revision: int | None = None,
     ) -> tuple[Change, int] | None:
-        """Create or replace ``problem`` (by id). Returns (change, revision), or None if unchanged."""
+        """Create or replace ``problem`` (by id). Returns (change, revision), or None if unchanged.
+
+        With ``expected_revision`` (an edit of what the editor read), the write happens only if the
+        problem is still at that revision, so no concurrent edit or deletion is silently undone.
+        """
         check(problem)
         digest = problem.digest()
         doc = await ProblemDocument.find_one(ProblemDocument.problem_id == problem.id)
+        if expected_revision is not None and (doc is None or doc.revision != expected_revision):
+            current = "gone" if doc is None else f"at revision {doc.revision}"
+            raise EditConflict(
+                f"problem {problem.id} is {current}, not at revision {expected_revision}: it was changed meanwhile; "
+                "reload and retry"
+            )
         now = datetime.now(UTC)
         if doc is None:
             await ProblemDocument(
@@ -198,11 +213,13 @@ class CurriculumStore:
             raise EditConflict(f"problem {problem.id} was changed by someone else meanwhile; reload and retry")
         return ("created" if doc.deleted else "updated"), revision
 
-    async def delete_problem(self, problem_id: int, *, by: str) -> int | None:
+    async def delete_problem(self, problem_id: int, *, by: str, expected_revision: int | None = None) -> int | None:
         """Mark a problem deleted; returns its new revision, or None if there was none."""
         doc = await ProblemDocument.find_one(ProblemDocument.problem_id == problem_id)
         if doc is None or doc.deleted:
             return None
+        if expected_revision is not None and doc.revision != expected_revision:
+            raise EditConflict(f"problem {problem_id} is at revision {doc.revision}, not {expected_revision}")
         revision = doc.revision + 1
         result = await ProblemDocument.get_pymongo_collection().update_one(
             {"problem_id": problem_id, "revision": doc.revision},

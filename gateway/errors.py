@@ -164,7 +164,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
 
 # --- the OpenAPI document says so -------------------------------------------------------------------
 
-DOCUMENTED_STATUSES = ("400", "401", "404", "409", "410", "413", "422", "429", "500", "503")
+DOCUMENTED_STATUSES = ("400", "401", "404", "409", "410", "412", "413", "422", "429", "500", "503")
 
 
 def _problem_schema() -> Schema:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis
 from pymongo import MongoClient
@@ -277,6 +278,55 @@ def test_teacher_creates_edits_and_deletes(stack: Stack, teacher: str) -> None:
         assert _create(stack, teacher, _body())["id"] > pid
 
 
+def test_an_edit_of_an_old_revision_changes_nothing(stack: Stack, teacher: str) -> None:
+    body = _body()
+    pid = _create(stack, teacher, body)["id"]
+    with stack.client(teacher) as t:
+        assert (
+            t.put(f"/problems/{pid}", json={**body, "title": "First"}, headers={"If-Match": '"1"'}).status_code == 200
+        )
+        # A second editor still holding revision 1 is refused, and the first edit stands.
+        _assert_problem(t.put(f"/problems/{pid}", json={**body, "title": "Second"}, headers={"If-Match": '"1"'}), 412)
+        _assert_problem(t.delete(f"/problems/{pid}", headers={"If-Match": "1"}), 412)
+        _assert_problem(t.put(f"/problems/{pid}", json=body, headers={"If-Match": "soon"}), 400, "If-Match")
+        stored = t.get(f"/problems/{pid}/tests/all")
+        assert stored.status_code == 200
+        wait_for(lambda: t.get(f"/problems/{pid}").json()["title"] == "First", 10, what="first edit")
+        assert t.delete(f"/problems/{pid}", headers={"If-Match": '"2"'}).status_code == 204
+
+
+async def test_a_concurrent_edit_or_deletion_is_never_undone(stack: Stack) -> None:
+    """The store's guard, below the routes: an edit based on a revision that is no longer current
+    (another edit, or a deletion, came between its read and its write) is a conflict."""
+    from beanie import init_beanie
+    from pymongo import AsyncMongoClient
+
+    from curriculum import files
+    from curriculum.store import DATABASE, DOCUMENTS, CurriculumStore, EditConflict
+
+    mongo: AsyncMongoClient = AsyncMongoClient(stack.env["MONGODB_URI"])
+    try:
+        await init_beanie(database=mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
+        store = CurriculumStore()
+        template = files.load().problems[0]
+        problem, revision = await store.create_problem(
+            msgspec.structs.replace(template, slug=f"race-{secrets.token_hex(4)}"), by="t"
+        )
+        edited = msgspec.structs.replace(problem, title="edited")
+        assert await store.put_problem(edited, by="a", source="api", expected_revision=revision) == ("updated", 2)
+        with pytest.raises(EditConflict):  # b read revision 1 too
+            await store.put_problem(
+                msgspec.structs.replace(problem, title="b"), by="b", source="api", expected_revision=1
+            )
+        assert await store.delete_problem(problem.id, by="a", expected_revision=2) == 3
+        with pytest.raises(EditConflict):  # an edit of revision 2 does not bring the problem back
+            await store.put_problem(edited, by="b", source="api", expected_revision=2)
+        # Without the guard (the seed's files win), the last writer would undo the deletion.
+        assert await store.put_problem(edited, by="seed", source="files") == ("created", 4)
+    finally:
+        await mongo.close()
+
+
 def test_students_cannot_edit_and_anonymous_users_must_sign_in(stack: Stack, teacher: str, student: str) -> None:
     body = _body()
     pid = _create(stack, teacher, _body())["id"]
@@ -400,7 +450,7 @@ class _ClosedBus:
 
 
 class _Deletable(_OneProblem):
-    async def delete_problem(self, problem_id: int, *, by: str) -> int | None:
+    async def delete_problem(self, problem_id: int, *, by: str, expected_revision: int | None = None) -> int | None:
         return self.stored.revision + 1
 
 

@@ -33,6 +33,19 @@ SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
+IF_MATCH = 'The revision the edit is based on (`"3"`); another revision answers 412, changing nothing.'
+_REVISION = re.compile(r'(?:W/)?"?([0-9]{1,9})"?')
+
+
+def _revision(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _REVISION.fullmatch(if_match.strip())
+    if not match:
+        raise InvalidRequest('If-Match must be a problem revision, e.g. "3"')
+    return int(match[1])
+
+
 def provide_problems(state: State) -> ProblemService:
     return services_of(state).problems
 
@@ -130,9 +143,14 @@ class ProblemController(Controller):
         "/{problem_id:int}", summary="Replace a problem", guards=[staff_only], dependencies={"principal": AUTHENTICATED}
     )
     async def replace(
-        self, problem_id: int, data: ProblemIn, problems: ProblemService, principal: Principal
+        self,
+        problem_id: int,
+        data: ProblemIn,
+        problems: ProblemService,
+        principal: Principal,
+        if_match: Annotated[str | None, Parameter(header="If-Match", description=IF_MATCH)] = None,
     ) -> TeacherProblem:
-        return await problems.replace(problem_id, data, by=principal.user_id)
+        return await problems.replace(problem_id, data, by=principal.user_id, if_match=_revision(if_match))
 
     @delete(
         "/{problem_id:int}",
@@ -141,8 +159,14 @@ class ProblemController(Controller):
         guards=[staff_only],
         dependencies={"principal": AUTHENTICATED},
     )
-    async def delete_problem(self, problem_id: int, problems: ProblemService, principal: Principal) -> None:
-        await problems.delete(problem_id, by=principal.user_id)
+    async def delete_problem(
+        self,
+        problem_id: int,
+        problems: ProblemService,
+        principal: Principal,
+        if_match: Annotated[str | None, Parameter(header="If-Match", description=IF_MATCH)] = None,
+    ) -> None:
+        await problems.delete(problem_id, by=principal.user_id, if_match=_revision(if_match))
 
     @post(
         "/{problem_id:int}/tests",

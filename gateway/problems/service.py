@@ -310,14 +310,18 @@ class ProblemService:
         await self._announce(created, "created", revision, by)
         return teacher_view(Stored(problem=created, revision=revision))
 
-    async def replace(self, problem_id: int, body: ProblemIn, *, by: str) -> TeacherProblem:
-        await self._stored(problem_id)  # 404 for a problem that does not exist (or was deleted)
-        return await self._put(await self._valid(to_problem(body, problem_id)), by)
+    async def replace(
+        self, problem_id: int, body: ProblemIn, *, by: str, if_match: int | None = None
+    ) -> TeacherProblem:
+        current = await self._stored(problem_id)  # 404 for a problem that does not exist (or was deleted)
+        _check_precondition(current, if_match)
+        return await self._put(await self._valid(to_problem(body, problem_id)), by, current.revision)
 
-    async def delete(self, problem_id: int, *, by: str) -> None:
+    async def delete(self, problem_id: int, *, by: str, if_match: int | None = None) -> None:
         current = await self._stored(problem_id)
+        _check_precondition(current, if_match)
         try:
-            revision = await self.store.delete_problem(problem_id, by=by)
+            revision = await self.store.delete_problem(problem_id, by=by, expected_revision=current.revision)
         except EditConflict as exc:
             raise Conflict(str(exc)) from None
         if revision is None:  # deleted by someone else meanwhile
@@ -325,25 +329,29 @@ class ProblemService:
         await self._announce(current.problem, "deleted", revision, by)
 
     async def add_test(self, problem_id: int, test: ProblemTest, *, by: str) -> TeacherProblem:
-        problem = (await self._stored(problem_id)).problem
+        stored = await self._stored(problem_id)
+        problem = stored.problem
         if any(t.id == test.id for t in problem.tests):
             raise Conflict(f"problem {problem_id} already has a test {test.id!r}")
-        return await self._put(msgspec.structs.replace(problem, tests=[*problem.tests, to_case(test)]), by)
+        tests = [*problem.tests, to_case(test)]
+        return await self._put(msgspec.structs.replace(problem, tests=tests), by, stored.revision)
 
     async def replace_test(self, problem_id: int, test_id: str, test: ProblemTest, *, by: str) -> TeacherProblem:
         if test.id != test_id:
             raise InvalidRequest(f"id: the body's id {test.id!r} is not the test {test_id!r} of the path")
-        problem = (await self._stored(problem_id)).problem
+        stored = await self._stored(problem_id)
+        problem = stored.problem
         index = self._test_index(problem, test_id)
         tests = list(problem.tests)
         tests[index] = to_case(test)
-        return await self._put(msgspec.structs.replace(problem, tests=tests), by)
+        return await self._put(msgspec.structs.replace(problem, tests=tests), by, stored.revision)
 
     async def delete_test(self, problem_id: int, test_id: str, *, by: str) -> None:
-        problem = (await self._stored(problem_id)).problem
+        stored = await self._stored(problem_id)
+        problem = stored.problem
         index = self._test_index(problem, test_id)
         tests = [t for i, t in enumerate(problem.tests) if i != index]
-        await self._put(msgspec.structs.replace(problem, tests=tests), by)
+        await self._put(msgspec.structs.replace(problem, tests=tests), by, stored.revision)
 
     @staticmethod
     def _test_index(problem: Problem, test_id: str) -> int:
@@ -369,9 +377,11 @@ class ProblemService:
             )
         return problem
 
-    async def _put(self, problem: Problem, by: str) -> TeacherProblem:
+    async def _put(self, problem: Problem, by: str, read_revision: int) -> TeacherProblem:
+        """Write an edit of what was read at ``read_revision``: 409 if it changed meanwhile (no
+        concurrent edit is lost, and a deleted problem is not brought back)."""
         try:
-            outcome = await self.store.put_problem(problem, by=by, source="api")
+            outcome = await self.store.put_problem(problem, by=by, source="api", expected_revision=read_revision)
         except ProblemInvalid as exc:
             raise _rejected(exc) from None
         except EditConflict as exc:
@@ -398,3 +408,14 @@ class ProblemService:
                 exc,
             )
             await self.invalidate()
+
+
+class PreconditionFailed(GatewayError, status=412, title="Precondition failed", slug="precondition-failed"): ...
+
+
+def _check_precondition(current: Stored, if_match: int | None) -> None:
+    """``If-Match: "<revision>"``: the edit is of that revision, or nothing is changed."""
+    if if_match is not None and if_match != current.revision:
+        raise PreconditionFailed(
+            f"problem {current.problem.id} is at revision {current.revision}, not {if_match}; reload it"
+        )
