@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading tests bench
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench
 
 .PHONY: install up test lint format bench clean
 
@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python bench/e2e_latency.py
 	$(BIN)/python bench/sandbox_latency.py
 	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/progress.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

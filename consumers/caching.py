@@ -20,6 +20,7 @@ from consumers.base import Delivery, Deps, Handler
 from schemas.executions import ExecutionFinished
 from schemas.grades import Graded
 from schemas.problems import ProblemChanged
+from schemas.progress import ProgressChanged
 
 # The curriculum cache's generation: part of every cached curriculum key (gateway.problems.service).
 CURRICULUM_GEN_KEY = "coderunner:curriculum:gen"
@@ -61,3 +62,22 @@ class CurriculumInvalidator:
 
 async def build_problems(deps: Deps) -> Handler:
     return CurriculumInvalidator(deps.redis)
+
+
+def progress_summary_key(user_id: str) -> str:
+    """Redis key of a user's cached progress summary (gateway.progress.service)."""
+    return f"coderunner:progress:summary:{user_id}"
+
+
+class ProgressInvalidator:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def __call__(self, delivery: Delivery) -> None:
+        # Announced by the progress consumer after its write, so the next read sees the change.
+        if isinstance(delivery.event, ProgressChanged):
+            await self.redis.delete(progress_summary_key(delivery.event.user_id))
+
+
+async def build_progress(deps: Deps) -> Handler:
+    return ProgressInvalidator(deps.redis)

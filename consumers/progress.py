@@ -1,77 +1,80 @@
-"""Progress consumer: keeps every finished job as a record of the student's history in MongoDB.
+"""Progress consumer: the projection of the streams into stored results and each student's progress
+(:mod:`progress.projection`), applied exactly once per event.
 
-Idempotent by construction: one upsert per job keyed by a unique ``job_id`` with
-``$setOnInsert``, so a redelivered event writes nothing new.
+Two durables, both in stream order (``in_order``): ``progress`` on EXECUTIONS (``finished`` and
+``graded``: stored results, and grades into progress) and ``progress-inputs`` on PROGRESS (attempts
+and completions students record). After each applied event it announces ``progress.changed`` for
+the user, so caches of their summary are dropped (the caching consumer) at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
-from beanie import Document, init_beanie
-from pymongo import ASCENDING, IndexModel
+from nats.js import JetStreamContext
 
-from consumers.base import Delivery, Deps
+from bus import client, history, streams
+from consumers.base import Delivery, Deps, Handler
+from progress.projection import Projection
+from schemas import subjects
 from schemas.executions import ExecutionFinished
+from schemas.grades import Graded
+from schemas.progress import AttemptRecorded, ItemCompleted, ProgressChanged
 
-
-class ExecutionRecord(Document):
-    """One finished job. Written only by the progress process."""
-
-    job_id: str
-    user_id: str
-    verdict: str
-    exit_code: int | None = None
-    duration_ms: int
-    attempt: int
-    finished_at: datetime
-    stream_seq: int
-
-    class Settings:
-        name = "execution_records"
-        indexes = [
-            IndexModel([("job_id", ASCENDING)], unique=True),
-            IndexModel([("user_id", ASCENDING), ("finished_at", ASCENDING)]),
-        ]
-
-
-DOCUMENTS = [ExecutionRecord]
 DATABASE = "coderunner"
 
 
-class ProgressRecorder:
-    def __init__(self, user_of_job: Callable[[str], Awaitable[str]]) -> None:
-        # Finished events do not repeat the submission; the owner is read from SUBMISSIONS.
-        self.user_of_job = user_of_job
+async def announce(js: JetStreamContext, user_id: str, item: str, source: str) -> None:
+    event = ProgressChanged(user_id=user_id, event_id=source, at=datetime.now(UTC), item=item, source=source)
+    # One announcement per applied event, however often it is redelivered.
+    await client.publish(js, subjects.progress(user_id, "changed"), event, msg_id=f"progress-changed-{source}")
+
+
+class ResultsAndGrades:
+    def __init__(self, deps: Deps, projection: Projection) -> None:
+        self.deps = deps
+        self.projection = projection
 
     async def __call__(self, delivery: Delivery) -> None:
         event = delivery.event
-        if not isinstance(event, ExecutionFinished):
+        if not isinstance(event, ExecutionFinished | Graded):
             return
-        user_id = await self.user_of_job(event.job_id)
-        record = ExecutionRecord(
-            job_id=event.job_id,
-            user_id=user_id,
-            verdict=event.verdict.value,
-            exit_code=event.exit_code,
-            duration_ms=event.duration_ms,
-            attempt=event.attempt,
-            finished_at=event.finished_at,
-            stream_seq=delivery.stream_seq,
-        )
-        collection = ExecutionRecord.get_pymongo_collection()
-        await collection.update_one(
-            {"job_id": event.job_id},
-            {"$setOnInsert": record.model_dump(exclude={"id", "revision_id"})},
-            upsert=True,
-        )
+        job = await self.deps.submission(event.job_id)
+        result = await history.fold_job(self.deps.js, event.job_id)
+        at = event.finished_at if isinstance(event, ExecutionFinished) else event.graded_at
+        await self.projection.result(job, result, delivery.stream_seq, at)
+        if isinstance(event, Graded):
+            item = await self.projection.graded(job, event, delivery.stream_seq)
+            if item is not None:
+                await announce(self.deps.js, job.user_id, item, f"{streams.EXECUTIONS}-{delivery.stream_seq}")
 
 
-async def build(deps: Deps) -> ProgressRecorder:
-    await init_beanie(database=deps.mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
+class Inputs:
+    def __init__(self, deps: Deps, projection: Projection) -> None:
+        self.deps = deps
+        self.projection = projection
 
-    async def user_of(job_id: str) -> str:
-        return (await deps.submission(job_id)).user_id
+    async def __call__(self, delivery: Delivery) -> None:
+        event = delivery.event
+        if isinstance(event, AttemptRecorded):
+            item = await self.projection.attempt(event, delivery.stream_seq)
+        elif isinstance(event, ItemCompleted):
+            item = await self.projection.complete(event, delivery.stream_seq)
+        else:
+            return
+        if item is not None:
+            await announce(self.deps.js, event.user_id, item, f"{streams.PROGRESS}-{delivery.stream_seq}")
 
-    return ProgressRecorder(user_of)
+
+async def _projection(deps: Deps) -> Projection:
+    projection = Projection(deps.mongo.get_default_database(DATABASE))
+    await projection.ensure_indexes()
+    return projection
+
+
+async def build(deps: Deps) -> Handler:
+    return ResultsAndGrades(deps, await _projection(deps))
+
+
+async def build_inputs(deps: Deps) -> Handler:
+    return Inputs(deps, await _projection(deps))

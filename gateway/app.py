@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from bus import client, streams
 from config.loader import load
 from curriculum.store import DOCUMENTS as CURRICULUM_DOCUMENTS
+from curriculum.store import CurriculumStore
 from gateway.accounts.controller import AuthController
 from gateway.accounts.service import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts.service import AccountService
@@ -34,6 +35,8 @@ from gateway.executions.service import ExecutionService
 from gateway.ops import Metrics, health, moved, ready
 from gateway.problems.controller import ProblemController
 from gateway.problems.service import ProblemService
+from gateway.progress.controller import ProgressController
+from gateway.progress.service import ProgressService
 from gateway.quotas import Quotas
 from gateway.security import ApiQuotaMiddleware, RequestIdFilter, with_request_id
 from gateway.settings import GatewaySettings
@@ -100,6 +103,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             tokens = TokenService(settings, redis)
             quotas = Quotas(redis)
             problems = ProblemService(js, redis)
+            db = mongo.get_default_database(DATABASE)
             backlog.start()
             # In field order: settings, the clients, then the services built on them.
             services = Services(
@@ -112,7 +116,10 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 quotas,
                 AccountService(settings, tokens, redis),
                 problems,
-                ExecutionService(js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog, problems=problems),
+                ExecutionService(
+                    js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog, problems=problems, db=db
+                ),
+                ProgressService(js, redis, db, CurriculumStore()),
             )
             store_services(app.state, services)
             yield
@@ -134,6 +141,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             AuthController,
             ProblemController,
             ExecutionController,
+            ProgressController,
             health,
             ready,
             index,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # not at run time: the services use gateway.guards, which use
     from gateway.accounts.service import AccountService
     from gateway.executions.service import ExecutionService
     from gateway.problems.service import ProblemService
+    from gateway.progress.service import ProgressService
 
 _SERVICES = "services"
 
@@ -48,6 +49,7 @@ class Services:
     accounts: AccountService
     problems: ProblemService
     executions: ExecutionService
+    progress: ProgressService
 
 
 def store_services(state: State, services: Services) -> None:

@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from gateway.dependencies import AUTHENTICATED, MAYBE_AUTHENTICATED, services_of
 from gateway.errors import InvalidRequest
-from gateway.executions.models import GradeRequest, QueueStats, SubmitAccepted, SubmitRequest
+from gateway.executions.models import GradeRequest, JobPage, QueueStats, SubmitAccepted, SubmitRequest
 from gateway.executions.service import ExecutionService, Queued, StreamItem
 from gateway.tokens import Principal
 from schemas.results import JobResult
@@ -141,6 +141,20 @@ class ExecutionController(Controller):
             _to_sse(events),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @get(
+        "/history",
+        summary="The signed-in user's finished jobs, newest first",
+        dependencies={"principal": AUTHENTICATED},
+    )
+    async def history(
+        self,
+        executions: ExecutionService,
+        principal: Principal,
+        page: Annotated[int, Parameter(ge=1, le=10_000)] = 1,
+        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=100)] = 20,
+    ) -> JobPage:
+        return await executions.history(principal.user_id, page=page, page_size=page_size)
 
     @get("/queue/stats", summary="The runners' backlog: depth, in flight, capacity, estimated wait")
     async def queue_stats(self, executions: ExecutionService) -> QueueStats:

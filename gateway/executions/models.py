@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -36,3 +37,22 @@ class QueueStats(Struct, frozen=True, kw_only=True, rename="camel"):
     capacity: int
     estimated_wait_seconds: float
     updated_at: str
+
+
+class JobSummary(Struct, frozen=True, kw_only=True, rename="camel"):
+    job_id: str
+    mode: str
+    status: str
+    scope: str | None = None
+    problem_id: str | None = None
+    verdict: str | None = None
+    score: float | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobPage(Struct, frozen=True, kw_only=True, rename="camel"):
+    items: list[JobSummary]
+    page: int
+    page_size: int
+    total: int

@@ -23,6 +23,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from pymongo.asynchronous.database import AsyncDatabase
 
 from bus import client, history, streams
 from consumers.caching import cache_key
@@ -37,12 +38,13 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.executions.backlog import Backlog
-from gateway.executions.models import GradeRequest, SubmitRequest
+from gateway.executions.models import GradeRequest, JobPage, JobSummary, SubmitRequest
 from gateway.executions.slots import StreamSlot, StreamSlots
 from gateway.guards import can_read
 from gateway.quotas import Decision, Policy, Quotas
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
+from progress.projection import LIVE
 from schemas import subjects
 from schemas.executions import STUDENT_KINDS, execution_decoder
 from schemas.executions import kind as event_kind
@@ -95,6 +97,7 @@ class ExecutionService:
         quotas: Quotas,
         backlog: Backlog,
         problems: ProblemService | None = None,
+        db: AsyncDatabase[dict[str, Any]] | None = None,
     ) -> None:
         self.js = js
         self.redis = redis
@@ -103,6 +106,8 @@ class ExecutionService:
         self.quotas = quotas
         self.backlog = backlog
         self.problems = problems
+        # Stored results (the progress projection's): jobs older than the streams' retention.
+        self.records = db[LIVE.records] if db is not None else None
         # A stream renews its lease at least every heartbeat; a dead replica's slots free up after it.
         self.stream_slots = StreamSlots(
             redis,
@@ -262,16 +267,51 @@ class ExecutionService:
             raise JobNotFound(f"no job {job_id!r}")
         with _bus_errors("the job store is unavailable"):
             submission = await history.submission_of(self.js, job_id)
-        if submission is None or not can_read(principal, submission.user_id):
+        owner = submission.user_id if submission is not None else None
+        if owner is None and self.records is not None:
+            # Past the streams' retention the stored result says whose job it was.
+            record = await self.records.find_one({"job_id": job_id}, {"user_id": 1})
+            owner = record["user_id"] if record else None
+        if owner is None or not can_read(principal, owner):
             raise JobNotFound(f"no job {job_id!r}")
 
     async def result(self, job_id: str, principal: Principal) -> JobResult:
+        """Redis (recent results), else the stream's events, else the stored result (MongoDB)."""
         await self._authorize(job_id, principal)
         cached = await self.redis.get(cache_key(job_id))
         if cached is not None:
             return msgspec.json.decode(cached, type=JobResult)
         with _bus_errors("the job store is unavailable"):
-            return await history.fold_job(self.js, job_id)
+            folded = await history.fold_job(self.js, job_id)
+        if folded.last_seq == 0 and self.records is not None:
+            record = await self.records.find_one({"job_id": job_id}, {"result": 1})
+            if record and record.get("result"):
+                return msgspec.convert(record["result"], JobResult)
+        return folded
+
+    async def history(self, user_id: str, *, page: int, page_size: int) -> JobPage:
+        """The user's finished jobs, newest first (from the stored results)."""
+        if self.records is None:
+            return JobPage(items=[], page=page, page_size=page_size, total=0)
+        query = {"user_id": user_id}
+        total = await self.records.count_documents(query)
+        cursor = self.records.find(query, {"code": 0, "result": 0}).sort("finished_at", -1)
+        docs = await cursor.skip((page - 1) * page_size).limit(page_size).to_list(None)
+        items = [
+            JobSummary(
+                job_id=d["job_id"],
+                mode=d.get("mode", "run"),
+                scope=d.get("scope"),
+                problem_id=d.get("problem_id"),
+                status=d.get("status", "completed"),
+                verdict=d.get("verdict"),
+                score=d.get("score"),
+                submitted_at=_utc(d.get("submitted_at")),
+                finished_at=_utc(d.get("finished_at")),
+            )
+            for d in docs
+        ]
+        return JobPage(items=items, page=page, page_size=page_size, total=total)
 
     async def authorize_stream(self, job_id: str, principal: Principal | None, ticket: str | None) -> str:
         """Check who may read the job's events; returns the reader's user id."""
@@ -377,3 +417,10 @@ def _bus_errors(detail: str) -> Iterator[None]:
         yield
     except (TimeoutError, NatsError) as exc:
         raise BusUnavailable(f"{detail}; try again shortly", headers={"Retry-After": RETRY_AFTER_BUS}) from exc
+
+
+def _utc(value: str | datetime | None) -> datetime | None:
+    # The projection stores times as ISO 8601 UTC text (progress.projection.stamp).
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

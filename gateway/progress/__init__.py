@@ -1,0 +1,1 @@
+"""Progress: a student's attempts, scores and streak (read from the progress projection)."""
