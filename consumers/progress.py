@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 
-from bus import client, history, streams
+from bus import client, streams
+from bus.settle import Transient
 from consumers.base import Delivery, Deps, Handler
-from progress.projection import Projection
+from progress.apply import apply
+from progress.projection import Projection, pointer
 from schemas import subjects
-from schemas.executions import ExecutionFinished
-from schemas.grades import Graded
-from schemas.progress import AttemptRecorded, ItemCompleted, ProgressChanged
+from schemas.progress import ProgressChanged
 
 DATABASE = "coderunner"
 
@@ -30,51 +30,36 @@ async def announce(js: JetStreamContext, user_id: str, item: str, source: str) -
     await client.publish(js, subjects.progress(user_id, "changed"), event, msg_id=f"progress-changed-{source}")
 
 
-class ResultsAndGrades:
-    def __init__(self, deps: Deps, projection: Projection) -> None:
+class ProgressConsumer:
+    """Both durables' handler: applies each event to the live collections (the pointer says which;
+    while a rebuild swaps them in, events are handed back and come again a moment later)."""
+
+    def __init__(self, deps: Deps, stream: str) -> None:
         self.deps = deps
-        self.projection = projection
+        self.stream = stream
+        self.db = deps.mongo.get_default_database(DATABASE)
+        self.projection = Projection(self.db)
 
     async def __call__(self, delivery: Delivery) -> None:
-        event = delivery.event
-        if not isinstance(event, ExecutionFinished | Graded):
-            return
-        job = await self.deps.submission(event.job_id)
-        result = await history.fold_job(self.deps.js, event.job_id)
-        at = event.finished_at if isinstance(event, ExecutionFinished) else event.graded_at
-        await self.projection.result(job, result, delivery.stream_seq, at)
-        if isinstance(event, Graded):
-            item = await self.projection.graded(job, event, delivery.stream_seq)
-            if item is not None:
-                await announce(self.deps.js, job.user_id, item, f"{streams.EXECUTIONS}-{delivery.stream_seq}")
+        current = await pointer(self.db)
+        if current.switching:
+            raise Transient("the progress projection is being swapped; retrying")
+        if current.names != self.projection.names:
+            self.projection = Projection(self.db, current.names)
+        applied = await apply(self.deps.js, self.projection, delivery.event, delivery.stream_seq, self.deps.submission)
+        if applied is not None and applied[1]:
+            await announce(self.deps.js, applied[0], applied[1], f"{self.stream}-{delivery.stream_seq}")
 
 
-class Inputs:
-    def __init__(self, deps: Deps, projection: Projection) -> None:
-        self.deps = deps
-        self.projection = projection
-
-    async def __call__(self, delivery: Delivery) -> None:
-        event = delivery.event
-        if isinstance(event, AttemptRecorded):
-            item = await self.projection.attempt(event, delivery.stream_seq)
-        elif isinstance(event, ItemCompleted):
-            item = await self.projection.complete(event, delivery.stream_seq)
-        else:
-            return
-        if item is not None:
-            await announce(self.deps.js, event.user_id, item, f"{streams.PROGRESS}-{delivery.stream_seq}")
-
-
-async def _projection(deps: Deps) -> Projection:
-    projection = Projection(deps.mongo.get_default_database(DATABASE))
-    await projection.ensure_indexes()
-    return projection
+async def _consumer(deps: Deps, stream: str) -> ProgressConsumer:
+    consumer = ProgressConsumer(deps, stream)
+    await consumer.projection.ensure_indexes()
+    return consumer
 
 
 async def build(deps: Deps) -> Handler:
-    return ResultsAndGrades(deps, await _projection(deps))
+    return await _consumer(deps, streams.EXECUTIONS)
 
 
 async def build_inputs(deps: Deps) -> Handler:
-    return Inputs(deps, await _projection(deps))
+    return await _consumer(deps, streams.PROGRESS)

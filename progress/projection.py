@@ -206,3 +206,34 @@ class Projection:
         await self.days.update_one(
             {"user_id": user_id, "day": _day(at)}, {"$setOnInsert": {"user_id": user_id, "day": _day(at)}}, upsert=True
         )
+
+
+# --- which collections are live (a rebuild swaps them) ------------------------------------------------
+
+POINTERS = "projection_pointers"
+POINTER_ID = "progress"
+
+
+class Pointer(msgspec.Struct, frozen=True, kw_only=True):
+    """The live collections' suffix ("" for the original names), and whether a rebuild is swapping
+    them in right now (the consumer then holds its writes back: redelivered a moment later)."""
+
+    suffix: str = ""
+    switching: bool = False
+
+    @property
+    def names(self) -> Names:
+        return LIVE.suffixed(self.suffix) if self.suffix else LIVE
+
+
+async def pointer(db: AsyncDatabase[dict[str, Any]]) -> Pointer:
+    doc = await db[POINTERS].find_one({"_id": POINTER_ID})
+    if doc is None:
+        return Pointer()
+    return Pointer(suffix=doc.get("suffix", ""), switching=bool(doc.get("switching", False)))
+
+
+async def set_pointer(db: AsyncDatabase[dict[str, Any]], value: Pointer) -> None:
+    await db[POINTERS].update_one(
+        {"_id": POINTER_ID}, {"$set": {"suffix": value.suffix, "switching": value.switching}}, upsert=True
+    )

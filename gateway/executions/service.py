@@ -23,6 +23,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from bus import client, history, streams
@@ -44,7 +45,7 @@ from gateway.guards import can_read
 from gateway.quotas import Decision, Policy, Quotas
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
-from progress.projection import LIVE
+from progress.projection import pointer
 from schemas import subjects
 from schemas.executions import STUDENT_KINDS, execution_decoder
 from schemas.executions import kind as event_kind
@@ -107,7 +108,7 @@ class ExecutionService:
         self.backlog = backlog
         self.problems = problems
         # Stored results (the progress projection's): jobs older than the streams' retention.
-        self.records = db[LIVE.records] if db is not None else None
+        self.db = db
         # A stream renews its lease at least every heartbeat; a dead replica's slots free up after it.
         self.stream_slots = StreamSlots(
             redis,
@@ -255,6 +256,12 @@ class ExecutionService:
             "limits": limits,
         }
 
+    async def _records(self) -> AsyncCollection[dict[str, Any]] | None:
+        """The live stored results (a rebuild of the projection may have swapped them)."""
+        if self.db is None:
+            return None
+        return self.db[(await pointer(self.db)).names.records]
+
     async def _refund(self, decision: Decision) -> None:
         try:
             await self.quotas.refund(decision)
@@ -268,9 +275,10 @@ class ExecutionService:
         with _bus_errors("the job store is unavailable"):
             submission = await history.submission_of(self.js, job_id)
         owner = submission.user_id if submission is not None else None
-        if owner is None and self.records is not None:
+        records = await self._records()
+        if owner is None and records is not None:
             # Past the streams' retention the stored result says whose job it was.
-            record = await self.records.find_one({"job_id": job_id}, {"user_id": 1})
+            record = await records.find_one({"job_id": job_id}, {"user_id": 1})
             owner = record["user_id"] if record else None
         if owner is None or not can_read(principal, owner):
             raise JobNotFound(f"no job {job_id!r}")
@@ -283,19 +291,21 @@ class ExecutionService:
             return msgspec.json.decode(cached, type=JobResult)
         with _bus_errors("the job store is unavailable"):
             folded = await history.fold_job(self.js, job_id)
-        if folded.last_seq == 0 and self.records is not None:
-            record = await self.records.find_one({"job_id": job_id}, {"result": 1})
+        records = await self._records() if folded.last_seq == 0 else None
+        if records is not None:
+            record = await records.find_one({"job_id": job_id}, {"result": 1})
             if record and record.get("result"):
                 return msgspec.convert(record["result"], JobResult)
         return folded
 
     async def history(self, user_id: str, *, page: int, page_size: int) -> JobPage:
         """The user's finished jobs, newest first (from the stored results)."""
-        if self.records is None:
+        records = await self._records()
+        if records is None:
             return JobPage(items=[], page=page, page_size=page_size, total=0)
         query = {"user_id": user_id}
-        total = await self.records.count_documents(query)
-        cursor = self.records.find(query, {"code": 0, "result": 0}).sort("finished_at", -1)
+        total = await records.count_documents(query)
+        cursor = records.find(query, {"code": 0, "result": 0}).sort("finished_at", -1)
         docs = await cursor.skip((page - 1) * page_size).limit(page_size).to_list(None)
         items = [
             JobSummary(

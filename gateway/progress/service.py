@@ -36,7 +36,7 @@ from gateway.progress.models import (
     Summary,
 )
 from gateway.tokens import Principal
-from progress.projection import LIVE, problem_item, reading_item
+from progress.projection import Names, pointer, problem_item, reading_item
 from schemas import subjects
 from schemas.progress import AttemptRecorded, ItemCompleted
 
@@ -61,10 +61,13 @@ class ProgressService:
     ) -> None:
         self.js = js
         self.redis = redis
-        self.items = db[LIVE.items]
-        self.days = db[LIVE.days]
+        self.db = db
         self.problems = db["problems"]
         self.store = store
+
+    async def _live(self) -> Names:
+        """The live collections (a rebuild may have swapped new ones in)."""
+        return (await pointer(self.db)).names
 
     @staticmethod
     def whose(principal: Principal, user_id: str | None) -> str:
@@ -81,7 +84,7 @@ class ProgressService:
             query["level"] = level
         if session is not None:
             query["session"] = session
-        docs = await self.items.find(query).sort("item", 1).to_list(None)
+        docs = await self.db[(await self._live()).items].find(query).sort("item", 1).to_list(None)
         return ProgressList(user_id=user_id, items=[_item(d) for d in docs])
 
     async def summary(self, user_id: str) -> Summary:
@@ -101,7 +104,8 @@ class ProgressService:
         return summary
 
     async def _summary(self, user_id: str) -> Summary:
-        items = [_item(d) for d in await self.items.find({"user_id": user_id}).to_list(None)]
+        names = await self._live()
+        items = [_item(d) for d in await self.db[names.items].find({"user_id": user_id}).to_list(None)]
         totals: dict[tuple[str, str], int] = {}
         async for doc in self.problems.find({"deleted": False}, {"level": 1, "session": 1}):
             place = (doc.get("level", ""), doc.get("session", ""))
@@ -115,7 +119,8 @@ class ProgressService:
             levels.setdefault(level, [0, 0])[1] += total
         for (level, _), solved in solved_at.items():
             levels.setdefault(level, [0, 0])[0] += solved
-        days = sorted((d["day"] for d in await self.days.find({"user_id": user_id}).to_list(None)), reverse=True)
+        found = await self.db[names.days].find({"user_id": user_id}).to_list(None)
+        days = sorted((d["day"] for d in found), reverse=True)
         problems = [it for it in items if it.item.startswith("problem:")]
         return Summary(
             user_id=user_id,
