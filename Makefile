@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench examples
 
 .PHONY: install up test lint format bench clean
 

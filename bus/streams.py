@@ -16,12 +16,15 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from bus import advisories
 from schemas import subjects
 
 SUBMISSIONS = "SUBMISSIONS"
 EXECUTIONS = "EXECUTIONS"
 DEADLETTER = "DEADLETTER"
 PROBLEMS = "PROBLEMS"
+ADVISORIES = "ADVISORIES"
+PROGRESS = "PROGRESS"
 
 RUNNER_CONSUMER = "runner"
 
@@ -39,6 +42,10 @@ class Durable:
     description: str
     handler_factory: str = ""
     process: str = ""
+    # One message in flight at a time, so events are applied in stream order (a projection that
+    # guards its writes with the last applied sequence needs it: a later event never overtakes an
+    # earlier one that was nak'd).
+    in_order: bool = False
 
 
 # The one list of durable consumers. Stream setup, the CLI, `coderunner up`, compose.yaml (checked
@@ -70,13 +77,33 @@ DURABLES: tuple[Durable, ...] = (
         process="caching",
     ),
     Durable(
+        "caching-progress",
+        PROGRESS,
+        (subjects.PROGRESS_CHANGED,),
+        "coderunner consume caching",
+        "Drops a user's cached progress summary when their progress changes",
+        "consumers.caching:build_progress",
+        process="caching",
+    ),
+    Durable(
         "progress",
         EXECUTIONS,
-        (subjects.EXECUTIONS_FINISHED,),
+        (subjects.EXECUTIONS_FINISHED, subjects.EXECUTIONS_GRADED),
         "coderunner consume progress",
-        "Finished jobs into each student's history (MongoDB)",
+        "Finished and graded jobs: stored results, and each student's progress (MongoDB)",
         "consumers.progress:build",
         process="progress",
+        in_order=True,
+    ),
+    Durable(
+        "progress-inputs",
+        PROGRESS,
+        subjects.PROGRESS_INPUTS,
+        "coderunner consume progress",
+        "Attempts and completions students record, into their progress (MongoDB)",
+        "consumers.progress:build_inputs",
+        process="progress",
+        in_order=True,
     ),
     Durable(
         "grading",
@@ -88,6 +115,37 @@ DURABLES: tuple[Durable, ...] = (
         process="grading",
     ),
 )
+
+
+def _advisories_durable(owner: str, owned: list[Durable]) -> Durable:
+    name = f"advisories-{owner.split()[-1]}"
+    # Its own give-ups too: an advisory it cannot handle is still recorded.
+    watched = [*((d.stream, d.name) for d in owned), (ADVISORIES, name)]
+    return Durable(
+        name,
+        ADVISORIES,
+        tuple(advisories.max_deliveries_of(stream, consumer) for stream, consumer in watched),
+        owner,
+        f"MAX_DELIVERIES advisories of {', '.join(d.name for d in owned)} (and its own) into dead letters",
+        "consumers.base:build_advisories" if owned[0].process else "",
+        process=owned[0].process,
+    )
+
+
+# Each owner also reads the MAX_DELIVERIES advisories of its durables from the ADVISORIES stream
+# (``advisories-<process>``), so a give-up is dead-lettered even when none of its processes was
+# listening as the server announced it (bus/advisories.py).
+DURABLES += tuple(
+    _advisories_durable(owner, [d for d in DURABLES if d.owner == owner])
+    for owner in dict.fromkeys(d.owner for d in DURABLES)
+)
+
+
+def advisories_durable(owner: str) -> Durable:
+    """The durable through which ``owner`` dead-letters its durables' MAX_DELIVERIES advisories."""
+    return next(d for d in DURABLES if d.stream == ADVISORIES and d.owner == owner)
+
+
 # The consumer processes (`coderunner consume PROCESS`), each with the durables it runs.
 CONSUMERS: dict[str, tuple[Durable, ...]] = {
     p: tuple(d for d in DURABLES if d.process == p) for p in dict.fromkeys(d.process for d in DURABLES if d.process)
@@ -137,10 +195,23 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
             **common,  # type: ignore[arg-type]
         ),
         StreamConfig(
+            name=PROGRESS,
+            description="Code Runner progress inputs and changes (coderunner.v1.progress.<userId>.<kind>)",
+            subjects=[subjects.PROGRESS_ALL],
+            duplicate_window=limits.duplicate_window_seconds,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
             name=DEADLETTER,
             description="Messages the pipeline gave up on, with the reason",
             subjects=[subjects.DEADLETTER_ALL],
             duplicate_window=limits.duplicate_window_seconds,
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=ADVISORIES,
+            description="JetStream's MAX_DELIVERIES advisories, kept until their owner dead-letters them",
+            subjects=[advisories.MAX_DELIVERIES_ALL],
             **common,  # type: ignore[arg-type]
         ),
     ]
@@ -158,7 +229,7 @@ def consumer_config(durable: Durable, limits: BusLimits) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=limits.runner_ack_wait_seconds if runner else limits.consumer_ack_wait_seconds,
         max_deliver=limits.runner_max_deliver if runner else limits.consumer_max_deliver,
-        max_ack_pending=10_000 if runner else 1_000,
+        max_ack_pending=10_000 if runner else (1 if durable.in_order else 1_000),
     )
 
 

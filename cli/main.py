@@ -4,9 +4,14 @@
 - ``coderunner gateway`` / ``runner`` / ``consume NAME``: one process, configured from the
   environment, as production runs them.
 - ``coderunner events JOB_ID``: a job's stored history, for incident analysis.
+- ``coderunner replay``: stored events as a timeline (by job, user, problem, subject, time,
+  sequence), dead letters; ``coderunner redrive``: dead letters published again.
 - ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin (signs it out).
 - ``coderunner seed``: load the curriculum files into MongoDB (idempotent).
-- ``coderunner schema``: the JSON Schema of every event (the public contract).
+- ``coderunner rebuild progress``: recompute the progress projection from the streams, swap it in.
+- ``coderunner schema [--write]``: the JSON Schema of every event (the public contract); ``--write``
+  writes every generated file of the contract (``schemas/json/``, ``schemas/asyncapi.yaml``).
+- ``coderunner asyncapi``: the AsyncAPI 3.0 document of every channel.
 - ``coderunner env-example``: every setting with its default.
 """
 
@@ -20,26 +25,20 @@ from bus import streams
 from config.loader import SettingsError
 
 
-def _schema() -> None:
-    import msgspec
+def _schema(write: bool) -> None:
+    from cli import contract
 
-    from schemas.deadletter import DeadLetter
-    from schemas.executions import ExecutionEvent
-    from schemas.ops import RunnerStats
-    from schemas.problems import ProblemEvent
-    from schemas.results import JobResult
-    from schemas.submissions import SubmissionEvent
+    if write:
+        for path in contract.write():
+            print(path.relative_to(contract.ROOT))
+    else:
+        sys.stdout.write(contract.events_schema())
 
-    _, components = msgspec.json.schema_components(
-        [SubmissionEvent, ExecutionEvent, ProblemEvent, DeadLetter, JobResult, RunnerStats],
-        ref_template="#/$defs/{name}",
-    )
-    doc = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Code Runner events v1",
-        "$defs": components,
-    }
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc)).decode() + "\n")
+
+def _asyncapi() -> None:
+    from cli import contract
+
+    sys.stdout.write(contract.asyncapi_yaml())
 
 
 def _events(job_id: str) -> None:
@@ -102,6 +101,32 @@ def _seed(path: Path | None, if_empty: bool) -> None:
                 return
             await streams.provision(js, _limits())
             print(f"curriculum: {await seed(js, store, curriculum)}")
+        finally:
+            await client.close(nc)
+            await mongo.close()
+
+    asyncio.run(run())
+
+
+def _rebuild(what: str) -> None:
+    """Recompute a projection from the streams and swap it in (progress.rebuild)."""
+    import asyncio
+
+    from pymongo import AsyncMongoClient
+
+    from bus import client
+    from local.stackenv import stack_setting
+    from progress.rebuild import rebuild
+
+    nats_url, uri = stack_setting("NATS_URL"), stack_setting("MONGODB_URI")
+    if not nats_url or not uri:
+        raise SystemExit(f"coderunner rebuild {what}: NATS_URL and MONGODB_URI are required (or a running `up`)")
+
+    async def run() -> None:
+        mongo: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
+        nc, js = await client.connect(nats_url, "coderunner-rebuild")
+        try:
+            print(await rebuild(js, mongo.get_default_database("coderunner"), say=print))
         finally:
             await client.close(nc)
             await mongo.close()
@@ -208,13 +233,21 @@ def main(argv: list[str] | None = None) -> None:
     consume.add_argument("name", choices=list(streams.CONSUMERS))
     events = sub.add_parser("events", help="print a job's stored events (for incident analysis)")
     events.add_argument("job_id")
+    from cli import replay
+
+    replay.add_replay_arguments(sub.add_parser("replay", help="print stored events as a timeline, or dead letters"))
+    replay.add_redrive_arguments(sub.add_parser("redrive", help="publish dead letters again to their subject"))
     role = sub.add_parser("user-role", help="set an account's role (student, teacher, admin)")
     role.add_argument("email")
     role.add_argument("role", choices=["student", "teacher", "admin"])
+    rebuild_cmd = sub.add_parser("rebuild", help="recompute a projection from the streams and swap it in")
+    rebuild_cmd.add_argument("projection", choices=["progress"])
     seed_cmd = sub.add_parser("seed", help="load the curriculum files into MongoDB (idempotent)")
     seed_cmd.add_argument("--path", type=Path, default=None, help="the content folder (default: the repository's)")
     seed_cmd.add_argument("--if-empty", action="store_true", help="only when no problem is stored yet")
-    sub.add_parser("schema", help="print the events' JSON Schema")
+    schema_cmd = sub.add_parser("schema", help="print the events' JSON Schema")
+    schema_cmd.add_argument("--write", action="store_true", help="write schemas/json/ and schemas/asyncapi.yaml")
+    sub.add_parser("asyncapi", help="print the events' AsyncAPI 3.0 document")
     sub.add_parser("env-example", help="print every setting with its default")
     args = parser.parse_args(argv)
 
@@ -238,12 +271,20 @@ def main(argv: list[str] | None = None) -> None:
             consumer_main(args.name)
         elif args.command == "events":
             _events(args.job_id)
+        elif args.command == "replay":
+            replay.main_replay(args)
+        elif args.command == "redrive":
+            replay.main_redrive(args)
         elif args.command == "user-role":
             _set_role(args.email, args.role)
+        elif args.command == "rebuild":
+            _rebuild(args.projection)
         elif args.command == "seed":
             _seed(args.path, args.if_empty)
         elif args.command == "schema":
-            _schema()
+            _schema(args.write)
+        elif args.command == "asyncapi":
+            _asyncapi()
         elif args.command == "env-example":
             _env_example()
     except SettingsError as exc:

@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -19,29 +20,34 @@ from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from pymongo import AsyncMongoClient
 
-from bus import history, streams
+from bus import advisories, history, streams
 from bus.settle import Permanent, settle
 from consumers.settings import ConsumerSettings
 from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionEvent, execution_decoder
 from schemas.problems import ProblemEvent, problem_event_decoder
+from schemas.progress import ProgressEvent, progress_decoder
 from schemas.submissions import SubmissionRequested
 
 log = logging.getLogger(__name__)
 
 
 # One reusable typed decoder per stream a consumer process reads.
-DECODERS: dict[str, msgspec.json.Decoder[ExecutionEvent] | msgspec.json.Decoder[ProblemEvent]] = {
+AnyEvent = ExecutionEvent | ProblemEvent | ProgressEvent | advisories.MaxDeliveries
+DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     streams.EXECUTIONS: execution_decoder,
     streams.PROBLEMS: problem_event_decoder,
+    streams.PROGRESS: progress_decoder,
+    streams.ADVISORIES: advisories.decoder,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    event: ExecutionEvent | ProblemEvent
+    event: AnyEvent
     stream_seq: int
     num_delivered: int
+    stream: str = ""
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -68,14 +74,28 @@ class Deps:
 HandlerFactory = Callable[[Deps], Awaitable[Handler]]
 
 
+async def build_advisories(deps: Deps) -> Handler:
+    """Every consumer process's ``advisories-<process>`` durable: each MAX_DELIVERIES advisory of
+    one of its durables becomes a dead-letter record (bus/advisories.py)."""
+
+    async def handle(delivery: Delivery) -> None:
+        assert isinstance(delivery.event, advisories.MaxDeliveries)
+        await advisories.dead_letter(deps.js, delivery.event)
+
+    return handle
+
+
 async def consume(js: JetStreamContext, durable: streams.Durable, handler: Handler, stop: asyncio.Event) -> None:
     name = durable.name
     decoder = DECODERS[durable.stream]
     sub = await js.pull_subscribe_bind(durable=name, stream=durable.stream)
     log.info("consumer %s started", name)
+    # An in-order durable has one message in flight: a batch request would wait out its timeout
+    # for messages the server holds back until the one in hand is acked.
+    batch = 1 if durable.in_order else 50
     while not stop.is_set():
         try:
-            msgs = await sub.fetch(50, timeout=1.0)
+            msgs = await sub.fetch(batch, timeout=1.0)
         except (FetchTimeoutError, TimeoutError):
             continue
         except Exception as exc:  # the bus may be briefly away; keep pulling
@@ -86,12 +106,10 @@ async def consume(js: JetStreamContext, durable: streams.Durable, handler: Handl
             await settle(js, msg, functools.partial(_handle, msg, decoder, handler), who=f"consumer {name}")
 
 
-async def _handle(
-    msg: Msg, decoder: msgspec.json.Decoder[ExecutionEvent] | msgspec.json.Decoder[ProblemEvent], handler: Handler
-) -> None:
+async def _handle(msg: Msg, decoder: msgspec.json.Decoder[Any], handler: Handler) -> None:
     try:
         event = decoder.decode(msg.data)
     except msgspec.DecodeError as exc:
         raise Permanent(DeadLetterReason.UNDECODABLE, str(exc)) from exc
     meta = msg.metadata
-    await handler(Delivery(event, meta.sequence.stream, meta.num_delivered))
+    await handler(Delivery(event, meta.sequence.stream, meta.num_delivered, meta.stream))

@@ -94,7 +94,7 @@ async def serve(settings: RunnerSettings) -> None:
     try:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
-        advisories = await deadletters.listen(nc, js)
+        await streams.ensure_consumer(js, deadletters.DURABLE.name, settings.bus_limits())
         runner = Runner(js, sandbox, settings)
 
         async def answer_stats(msg: Msg) -> None:
@@ -113,14 +113,16 @@ async def serve(settings: RunnerSettings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         pulling = asyncio.create_task(runner.run())
+        advisories = asyncio.create_task(deadletters.consume(js, stop))
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({pulling, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if pulling.done():
-            pulling.result()  # surface the error
+        await asyncio.wait({pulling, advisories, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pulling, advisories):
+            if task.done():
+                task.result()  # surface the error
         log.info("runner stopping")
         await runner.stop()
         pulling.cancel()
-        await advisories.unsubscribe()
+        advisories.cancel()
         await stats_sub.unsubscribe()
     finally:
         await client.close(nc)

@@ -32,4 +32,7 @@ class DeadLetter(Struct, frozen=True, kw_only=True, tag="deadletter", tag_field=
     detail: str = ""
     # The original payload, as text (lenient UTF-8), so nothing is lost.
     payload: str = ""
-    v: int = 1
+    # How many times the message had been delivered to ``consumer`` when it was given up on (0:
+    # unknown, a v1 record) (added in v2).
+    attempts: int = 0
+    v: int = 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from bus import streams
+from bus.streams import BusLimits
 from tests.conftest import ROOT
 
 
@@ -19,10 +20,15 @@ def test_compose_runs_every_registered_consumer_and_nothing_else() -> None:
     assert any(s.get("command") == ["runner"] for s in services.values())
 
 
+LIMITS = BusLimits(
+    stream_retention_seconds=60, duplicate_window_seconds=60, runner_ack_wait_seconds=30, runner_max_deliver=3
+)
+
+
 def test_every_durable_has_one_owner_and_a_known_stream() -> None:
     names = [d.name for d in streams.DURABLES]
     assert len(names) == len(set(names))
-    known = {streams.SUBMISSIONS, streams.EXECUTIONS, streams.PROBLEMS, streams.DEADLETTER}
+    known = {config.name for config in streams.stream_configs(LIMITS)}
     for durable in streams.DURABLES:
         assert durable.stream in known and durable.owner.startswith("coderunner ")
         if durable.process:
