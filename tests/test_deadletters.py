@@ -26,6 +26,7 @@ from schemas.codec import encode
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, Verdict, execution_decoder
 from schemas.problems import ProblemChanged
+from schemas.progress import AttemptRecorded, ProgressChanged
 from schemas.submissions import Limits, SubmissionRequested
 from tests.conftest import ROOT, App, Stack, wait_for
 from tests.helpers import read_events, stored_messages, submit
@@ -111,6 +112,13 @@ def problem_changed(problem_id: str) -> bytes:
     )
 
 
+def progress_event(user_id: str, kind: str) -> bytes:
+    at = datetime.now(UTC)
+    if kind == "attempt":
+        return encode(AttemptRecorded(user_id=user_id, event_id=secrets.token_hex(8), at=at, problem_id="101"))
+    return encode(ProgressChanged(user_id=user_id, event_id=secrets.token_hex(8), at=at, item="x", source="t"))
+
+
 def last_seq(nats_url: str, stream: str, subject: str) -> int:
     """The sequence of the last message stored on ``subject``."""
 
@@ -141,19 +149,24 @@ def run_a_job(stack: Stack) -> str:
         (streams.SUBMISSIONS, ("runner",)),
         (streams.EXECUTIONS, ("caching", "progress", "grading")),
         (streams.PROBLEMS, ("caching-problems",)),
+        (streams.PROGRESS, ("progress-inputs",)),
+        (streams.PROGRESS, ("caching-progress",)),
     ],
 )
 def test_malformed_event_is_dead_lettered_by_every_consumer_that_reads_it_and_they_go_on(
     stack: Stack, nats_url: str, stream: str, durables: tuple[str, ...]
 ) -> None:
     token = secrets.token_hex(4)
+    user = f"garbage-{token}"
     subject = {
-        streams.SUBMISSIONS: f"coderunner.v1.submissions.garbage-{token}",
-        streams.EXECUTIONS: f"coderunner.v1.executions.garbage-{token}.finished",
-        streams.PROBLEMS: f"coderunner.v1.problems.9{int(token, 16)}.changed",
-    }[stream]
+        "runner": f"coderunner.v1.submissions.garbage-{token}",
+        "caching": f"coderunner.v1.executions.garbage-{token}.finished",
+        "caching-problems": f"coderunner.v1.problems.9{int(token, 16)}.changed",
+        "progress-inputs": subjects.progress(user, "attempt"),
+        "caching-progress": subjects.progress(user, "changed"),
+    }[durables[0]]
     garbage = b'{"type": "not.a.thing", "oops": ' + token.encode()
-    runner = stack.runner() if stream != streams.PROBLEMS else None
+    runner = stack.runner() if stream in (streams.SUBMISSIONS, streams.EXECUTIONS) else None
     try:
         bad_seq = publish(nats_url, subject, garbage)
 
@@ -172,8 +185,11 @@ def test_malformed_event_is_dead_lettered_by_every_consumer_that_reads_it_and_th
             good_seq = last_seq(nats_url, stream, subjects.submission(run_a_job(stack)))
         elif stream == streams.EXECUTIONS:
             good_seq = last_seq(nats_url, stream, subjects.finished_of(run_a_job(stack)))
-        else:
+        elif stream == streams.PROBLEMS:
             good_seq = publish(nats_url, subjects.problem_changed("77"), problem_changed("77"))
+        else:
+            kind = "attempt" if durables == ("progress-inputs",) else "changed"
+            good_seq = publish(nats_url, subjects.progress(user, kind), progress_event(user, kind))
         for durable in durables:
             wait_for(lambda d=durable: ack_floor(nats_url, stream, d) >= good_seq, what=f"{durable} past the event")
     finally:
