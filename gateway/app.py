@@ -90,7 +90,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
         tracing = setup_tracing("gateway", settings.otel_exporter_otlp_endpoint)
         # No reconnect buffer: a submission refused while NATS is down must not go out later.
         nc, js = await client.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
-        redis = aioredis.from_url(settings.redis_url)
+        # Timeouts: a hung Redis is an outage answered 503 (gateway.errors), not a stalled request.
+        redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
         try:

@@ -17,6 +17,9 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from nats.errors import Error as NatsError
+from pymongo.errors import ConnectionFailure as MongoConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://coderunner.dev/problems/"
@@ -148,6 +151,19 @@ def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[Probl
     )
 
 
+def dependency_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """Redis or MongoDB unreachable (or too slow) where no service had an answer of its own: an
+    outage, not a bug. 503 with Retry-After, a warning in the log, nothing internal in the body."""
+    log.warning("%s answered 503: %s: %s", _where(request), type(exc).__name__, exc)
+    return problem(
+        503,
+        "Temporarily unavailable",
+        "unavailable",
+        "a service Code Runner depends on is unavailable; try again shortly",
+        headers={"Retry-After": RETRY_AFTER_BUS},
+    )
+
+
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Anything else is a bug or an outage: log it with its traceback; tell the client nothing of it."""
     log.error("%s failed: %s: %s", _where(request), type(exc).__name__, exc, exc_info=exc)
@@ -158,6 +174,10 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     GatewayError: gateway_error,
     HTTPException: http_error,
     NatsError: bus_error,
+    # Connection failures and timeouts only: a duplicate key or a script error is a bug (500).
+    RedisConnectionError: dependency_error,
+    RedisTimeoutError: dependency_error,
+    MongoConnectionFailure: dependency_error,
     Exception: unexpected_error,
 }
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+import redis
 
 from bus import streams
 from config.loader import SettingsError, load
+from consumers.caching import cache_key
 from gateway.executions.service import job_id_for
 from gateway.settings import GatewaySettings
 from local import embedded
@@ -232,19 +234,38 @@ def test_reads_while_nats_is_down_are_503_problems_and_logged(stack: Stack, tmp_
                 _assert_logged(gw.app, rid)
 
 
-def test_unexpected_errors_are_500_problems_logged_with_traceback(stack: Stack) -> None:
-    dead = embedded.free_port()  # nothing listens: every Redis call fails, unexpectedly
+def test_a_backing_service_outage_is_a_503_problem(stack: Stack) -> None:
+    dead = embedded.free_port()  # nothing listens: every Redis call fails
     with gateway_with(stack, ready=False, REDIS_URL=f"redis://127.0.0.1:{dead}/0") as gw:
         wait_for(lambda: _ready_status(gw.url) == 503, 30, what="gateway answering")
         with gw.client() as c:
-            res = c.get("/execution/queue/stats", headers={"X-Request-ID": "edge-boom-1"})
-        body = _assert_problem(res, 500)
-        assert "redis" not in body["detail"].lower(), "internal details are not leaked"
-        assert res.headers["x-request-id"] == "edge-boom-1"
-        assert res.headers["x-content-type-options"] == "nosniff"
-        _assert_logged(gw.app, "edge-boom-1")
-        lines = gw.app.log()
-        assert "Traceback" in lines and "ConnectionError" in lines
+            for n, path in enumerate(("/execution/queue/stats", "/problems")):
+                rid = f"edge-redis-{n}-{secrets.token_hex(3)}"
+                res = c.get(path, headers={"X-Request-ID": rid})
+                body = _assert_problem(res, 503)
+                assert int(res.headers["Retry-After"]) >= 1
+                assert "redis" not in body["detail"].lower(), "internal details are not leaked"
+                assert res.headers["x-request-id"] == rid
+                _assert_logged(gw.app, rid)
+        assert "Traceback" not in gw.app.log(), "an outage is not a bug: a warning, no traceback"
+
+
+def test_unexpected_errors_are_500_problems_logged_with_traceback(stack: Stack) -> None:
+    token = stack.new_user()
+    with stack.client(token) as c:
+        job = c.post("/execution/submit", json={"code": "print(1)"}).json()
+    # A corrupted cache entry: nothing expects it, so it is a bug's 500, not an outage's 503.
+    redis.Redis.from_url(stack.env["REDIS_URL"]).set(cache_key(job["jobId"]), b"{not json", ex=60)
+    gateway = stack.apps[0]
+    with stack.client(token) as c:
+        res = c.get(job["resultUrl"], headers={"X-Request-ID": "edge-boom-1"})
+    body = _assert_problem(res, 500)
+    assert "json" not in body["detail"].lower(), "internal details are not leaked"
+    assert res.headers["x-request-id"] == "edge-boom-1"
+    assert res.headers["x-content-type-options"] == "nosniff"
+    _assert_logged(gateway, "edge-boom-1")
+    lines = gateway.log()
+    assert "Traceback" in lines and "DecodeError" in lines
 
 
 # --- 12: open event streams are capped and leave nothing behind -----------------------------------
