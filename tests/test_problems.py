@@ -202,6 +202,29 @@ def test_all_tests_are_for_staff_and_a_404_for_anyone_else(stack: Stack, teacher
         assert marker not in str(refused)
 
 
+def test_the_edit_view_is_whole_and_for_staff_only(stack: Stack, teacher: str, student: str) -> None:
+    body = _body("edit-secret")
+    created = _create(stack, teacher, body)
+    pid = created["id"]
+    with stack.client(teacher) as t:
+        view = t.get(f"/problems/{pid}/edit")
+        assert view.status_code == 200, view.text
+        full = view.json()
+        assert full["solution"] == body["solution"] and full["wrongSolutions"] == body["wrongSolutions"]
+        assert full["revision"] == 1 and [x["id"] for x in full["tests"]] == ["p1", "h1"]
+        # What the edit form sends back is a valid replacement that keeps everything.
+        edited = {k: v for k, v in full.items() if k not in ("id", "revision")} | {"title": "Edited"}
+        res = t.put(f"/problems/{pid}", json=edited, headers={"If-Match": str(full["revision"])})
+        assert res.status_code == 200, res.text
+        assert res.json()["solution"] == body["solution"] and res.json()["revision"] == 2
+    missing = _assert_problem(httpx.get(f"{stack.base_url}/problems/999999/edit"), 404)
+    for client in (stack.client(student), stack.client(anonymous=True)):
+        with client as c:
+            assert _assert_problem(c.get(f"/problems/{pid}/edit"), 404)["detail"] == missing["detail"].replace(
+                "999999", str(pid)
+            )
+
+
 def test_levels_by_age(stack: Stack, seeded: None) -> None:
     with stack.client(anonymous=True) as c:
         assert [lv["slug"] for lv in c.get("/problems/levels").json()] == ["kids", "teens", "adults"]

@@ -111,6 +111,16 @@ class ProblemController(Controller):
     ) -> list[ProblemTest]:
         return await problems.all_tests(problem_id, principal)
 
+    @get(
+        "/{problem_id:int}/edit",
+        summary="A problem as stored, everything included, to edit it (teachers and admins)",
+        description="What `PUT /problems/{id}` takes, plus `id` and `revision` (send it as `If-Match`). "
+        "Anyone else gets the 404 of a problem that does not exist.",
+        dependencies={"principal": Provide(provide_bearer_principal)},
+    )
+    async def edit_view(self, problem_id: int, problems: ProblemService, principal: Principal | None) -> TeacherProblem:
+        return await problems.edit_view(problem_id, principal)
+
     @get("/levels", summary="Every level, youngest first")
     async def levels(self, problems: ProblemService) -> list[LevelOut]:
         return await problems.levels()

@@ -252,6 +252,12 @@ class ProblemService:
         problem = (await self._stored(problem_id)).problem
         return [msgspec.convert(t, ProblemTest, from_attributes=True) for t in problem.tests]
 
+    async def edit_view(self, problem_id: int, principal: Principal | None) -> TeacherProblem:
+        """The whole problem (solutions and hidden tests included): staff only, as ``all_tests``."""
+        if principal is None or not is_staff(principal):
+            raise _not_found(problem_id)
+        return teacher_view(await self._stored(problem_id))
+
     async def levels(self) -> list[LevelOut]:
         async def load() -> list[LevelOut]:
             return [msgspec.convert(level, LevelOut, from_attributes=True) for level in await self.store.levels()]
