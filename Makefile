@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench examples
 
-.PHONY: install up test lint format bench clean
+.PHONY: install up test lint format bench clean web
 
 # Exact versions from requirements.lock; the project itself is installed editable on top.
 $(STAMP): pyproject.toml requirements.lock
@@ -33,6 +33,10 @@ format: install
 test: install lint
 	bash .ci/system-deps.sh
 	$(BIN)/python -m pytest; rc=$$?; [ -n "$$DOCKER_HOST" ] || bash .ci/podman.sh stop; exit $$rc
+
+# The browser app (web/) bundled into gateway/static, which is committed: only this target needs Node.
+web:
+	cd web && npm ci && node build.mjs
 
 bench: install
 	bash .ci/system-deps.sh
