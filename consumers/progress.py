@@ -9,6 +9,7 @@ the user, so caches of their summary are dropped (the caching consumer) at once.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
@@ -22,6 +23,8 @@ from schemas import subjects
 from schemas.progress import ProgressChanged
 
 DATABASE = "coderunner"
+# How long an event waits for a rebuild's swap to finish before it is handed back (well under AckWait).
+SWAP_WAIT_SECONDS = 10.0
 
 
 async def announce(js: JetStreamContext, user_id: str, item: str, source: str) -> None:
@@ -42,6 +45,13 @@ class ProgressConsumer:
 
     async def __call__(self, delivery: Delivery) -> None:
         current = await pointer(self.db)
+        # A swap takes a moment: wait for it with the event in hand (a nak's back-off would delay
+        # every event behind it by seconds), up to a bound, then hand it back.
+        waited = 0.0
+        while current.switching and waited < SWAP_WAIT_SECONDS:
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            current = await pointer(self.db)
         if current.switching:
             raise Transient("the progress projection is being swapped; retrying")
         if current.names != self.projection.names:

@@ -4,8 +4,9 @@ collections, then swapped in, while the gateway keeps answering from the live on
 1. Apply every stored event (EXECUTIONS ``finished``/``graded``, PROGRESS ``attempt``/``complete``)
    to new collections (``<name>_r<time>``), with the consumer's own code (:mod:`progress.apply`);
    then once more, for what arrived meanwhile.
-2. Mark the pointer ``switching``: the live consumer hands each event back (a nak, redelivered a
-   moment later) instead of writing. Reads go on, from the live collections.
+2. Mark the pointer ``switching``: the live consumer holds the event in hand and waits for the
+   swap (up to ``SWAP_WAIT_SECONDS``, then hands it back with a nak) instead of writing. Reads go
+   on, from the live collections.
 3. Apply what arrived since step 1, point the pointer at the new collections, and resume. The
    consumer's redelivered events then land in the new collections (applied before, they change
    nothing: every write is guarded by its stream sequence).

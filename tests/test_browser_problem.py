@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from local import embedded
 from tests.conftest import ROOT, Stack, wait_for, wait_ready
+from tests.test_browser import axe_check
 
 pytestmark = pytest.mark.e2e
 
@@ -213,6 +214,7 @@ def test_run_with_input_shows_output_live(graded_stack: Stack, runner, browser: 
             expect(page.locator("#pp-status")).to_contain_text("Finished")
             expect(page.locator("#pp-run")).to_be_enabled()
             no_horizontal_scroll(page)
+            axe_check(page, f"the problem page after a run ({label})")
             assert not page.csp_violations  # type: ignore[attr-defined]
 
 
@@ -261,6 +263,7 @@ def test_check_examples_then_submit_wrong_then_right(
             expect(first.locator(".pp-diff-add")).to_contain_text("Hello Ada")
             expect(first.locator(".pp-io--expected")).to_have_text("Hello, Ada!\n")
             no_horizontal_scroll(page)
+            axe_check(page, f"a graded submission with failed tests ({label})")
             shoot(page, tmp_path, f"problem-graded-failed-{label}.png")
 
             set_code(page, RIGHT)

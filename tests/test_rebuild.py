@@ -146,7 +146,7 @@ def test_the_rebuilt_projection_equals_the_live_one(stack: Stack, nats_url: str)
     with stack.client(token) as c:
         res = c.post("/execution/submit/grade", json={"code": PROBLEMS[0].solution, "problemId": PROBLEMS[0].id})
         read_events(c, res.json()["eventsUrl"])
-        wait_for(lambda: c.get("/progress/summary").json()["solved"] == 1, 20, what="summary after the swap")
+        wait_for(lambda: c.get("/progress/summary").json()["solved"] == 1, 60, what="summary after the swap")
         user_id = c.get("/auth/me").json()["id"]
     assert db[LIVE.suffixed(pointer["suffix"]).items].count_documents({"user_id": user_id}) == 1
     assert db[LIVE.items].count_documents({"user_id": user_id}) == 0

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, State
 from litestar.di import Provide
-from litestar.openapi.spec import Operation, RequestBody
+from litestar.openapi.spec import OpenAPIResponse, Operation, RequestBody
 from litestar.params import CookieParameter, HeaderParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -81,6 +81,10 @@ class OptionalBodyOperation(Operation):
     def __post_init__(self) -> None:
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False
+        # A handler returning Response[None] is documented with a JSON body; a 204 has none.
+        no_content = (self.responses or {}).get("204")
+        if isinstance(no_content, OpenAPIResponse):
+            no_content.content = None
 
 
 def provide_accounts(state: State) -> AccountService:

@@ -363,7 +363,7 @@ class ProblemPage {
             type: "button",
             class: "pp-button pp-button--small",
             text: "Use this input",
-            "aria-label": `Use the input of example ${i + 1} for Run`,
+            "aria-label": `Use this input (example ${i + 1}) for Run`,
           });
           use.addEventListener("click", () => {
             this.stdin.value = test.stdin;
