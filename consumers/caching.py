@@ -64,9 +64,14 @@ async def build_problems(deps: Deps) -> Handler:
     return CurriculumInvalidator(deps.redis)
 
 
-def progress_summary_key(user_id: str) -> str:
-    """Redis key of a user's cached progress summary (gateway.progress.service)."""
-    return f"coderunner:progress:summary:{user_id}"
+def progress_generation_key(user_id: str) -> str:
+    """A user's progress generation: part of their summary's cache key (gateway.progress.service)."""
+    return f"coderunner:progress:gen:{user_id}"
+
+
+def progress_summary_key(user_id: str, generation: int) -> str:
+    """Redis key of a user's cached progress summary at one generation."""
+    return f"coderunner:progress:summary:{user_id}:{generation}"
 
 
 class ProgressInvalidator:
@@ -74,9 +79,15 @@ class ProgressInvalidator:
         self.redis = redis
 
     async def __call__(self, delivery: Delivery) -> None:
-        # Announced by the progress consumer after its write, so the next read sees the change.
+        # Announced by the progress consumer after its write. A new generation, not a delete: a
+        # summary computed from the old state and stored after this lands under the old
+        # generation's key, which nobody reads any more.
         if isinstance(delivery.event, ProgressChanged):
-            await self.redis.delete(progress_summary_key(delivery.event.user_id))
+            key = progress_generation_key(delivery.event.user_id)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 7 * 86_400)
+                await pipe.execute()
 
 
 async def build_progress(deps: Deps) -> Handler:

@@ -161,7 +161,7 @@ def test_the_summary_is_cached_yet_a_new_grade_shows_at_once(seeded: Stack, runn
         assert before["solved"] == 0 and before["streakDays"] == 0
         kids = next(level for level in before["levels"] if level["id"] == "kids")
         assert kids["total"] >= 13 and kids["solved"] == 0
-        assert r.ttl(f"coderunner:progress:summary:{user_id}") > 0  # cached for a minute
+        assert r.ttl(f"coderunner:progress:summary:{user_id}:0") > 0  # cached for a minute
         _grade(c, HELLO.solution)
         after = wait_for(lambda: (s := c.get("/progress/summary").json())["solved"] == 1 and s, 10, what="summary")
     assert after["streakDays"] == 1 and after["lastActiveDay"] == datetime.now(UTC).date().isoformat()  # type: ignore[index]

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.exceptions import RedisError
 
 from bus import client
-from consumers.caching import progress_summary_key
+from consumers.caching import progress_generation_key, progress_summary_key
 from curriculum.store import CurriculumStore
 from gateway.errors import RETRY_AFTER_BUS, BusUnavailable, Conflict, GatewayError, InvalidRequest
 from gateway.guards import is_staff
@@ -88,19 +88,24 @@ class ProgressService:
         return ProgressList(user_id=user_id, items=[_item(d) for d in docs])
 
     async def summary(self, user_id: str) -> Summary:
-        key = progress_summary_key(user_id)
+        # The generation is read before the projection: a change announced while the summary is
+        # computed moves readers to a new key, so a stale summary is never served from the cache.
+        key: str | None = None
+        cached = None
         try:
+            generation = int(await self.redis.get(progress_generation_key(user_id)) or 0)
+            key = progress_summary_key(user_id, generation)
             cached = await self.redis.get(key)
         except RedisError as exc:
             log.warning("progress summary cache unavailable: %s", exc)
-            cached = None
         if cached is not None:
             return msgspec.json.decode(cached, type=Summary)
         summary = await self._summary(user_id)
-        try:
-            await self.redis.set(key, msgspec.json.encode(summary), ex=SUMMARY_TTL_SECONDS)
-        except RedisError as exc:
-            log.warning("progress summary not cached: %s", exc)
+        if key is not None:
+            try:
+                await self.redis.set(key, msgspec.json.encode(summary), ex=SUMMARY_TTL_SECONDS)
+            except RedisError as exc:
+                log.warning("progress summary not cached: %s", exc)
         return summary
 
     async def _summary(self, user_id: str) -> Summary:
