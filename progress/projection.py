@@ -59,6 +59,13 @@ def reading_item(session_id: str) -> str:
     return f"reading:{session_id}"
 
 
+def read_stamp(value: str | datetime | None) -> datetime | None:
+    """A time the projection stored (:func:`stamp`), as an aware datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _day(at: datetime) -> str:
     return at.astimezone(UTC).date().isoformat()
 

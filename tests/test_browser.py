@@ -230,20 +230,7 @@ def test_progress_history_and_a_result(seeded: Stack, runner: object, student: d
     wait_for(solved_mark, 20, interval=0.5, what="the solved mark on the home page")
 
 
-def refresh_cookie_implemented(stack: Stack) -> bool:
-    """Does POST /auth/refresh accept the cookie (no body)? The other half of the session work."""
-    email = f"probe-{secrets.token_hex(4)}@example.org"
-    with httpx.Client(base_url=stack.base_url, timeout=30) as c:
-        c.post("/auth/register", json={"email": email, "password": PASSWORD, "displayName": "P", "level": "kids"})
-        assert c.post("/auth/login", json={"email": email, "password": PASSWORD}).status_code == 200
-        # No body; the cookie is Path=/auth: the client's jar sends it to /auth/refresh by itself.
-        res = c.post("/auth/refresh", headers={"X-Requested-With": "coderunner"})
-        return res.status_code == 200
-
-
 def test_a_reload_keeps_the_sign_in(seeded: Stack, student: dict[str, Any]) -> None:
-    if not refresh_cookie_implemented(seeded):
-        pytest.skip("POST /auth/refresh with the cr_refresh cookie and no body is not implemented yet")
     page: Page = student["page"]
     page.reload()
     expect(heading(page)).to_have_text("Hello, Ada!", timeout=15_000)
@@ -255,9 +242,8 @@ def test_sign_out_and_in_again(seeded: Stack, student: dict[str, Any]) -> None:
     page.get_by_role("button", name="Sign out").click()
     expect(heading(page)).to_have_text("Sign in", timeout=10_000)
     expect(page.get_by_role("link", name="My lessons")).to_have_count(0)
-    if refresh_cookie_implemented(seeded):
-        page.reload()  # the logout revoked the login and cleared the cookie: still signed out
-        expect(heading(page)).to_have_text("Sign in", timeout=10_000)
+    page.reload()  # the logout revoked the login and cleared the cookie: still signed out
+    expect(heading(page)).to_have_text("Sign in", timeout=10_000)
     page.get_by_label("Email").fill(student["email"])
     page.get_by_label("Password").fill("wrong password!")
     page.get_by_role("button", name="Sign in").click()

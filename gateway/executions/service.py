@@ -45,7 +45,7 @@ from gateway.guards import can_read
 from gateway.quotas import Decision, Policy, Quotas
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService
-from progress.projection import pointer
+from progress.projection import pointer, read_stamp
 from schemas import subjects
 from schemas.executions import STUDENT_KINDS, execution_decoder
 from schemas.executions import kind as event_kind
@@ -316,8 +316,8 @@ class ExecutionService:
                 status=d.get("status", "completed"),
                 verdict=d.get("verdict"),
                 score=d.get("score"),
-                submitted_at=_utc(d.get("submitted_at")),
-                finished_at=_utc(d.get("finished_at")),
+                submitted_at=read_stamp(d.get("submitted_at")),
+                finished_at=read_stamp(d.get("finished_at")),
             )
             for d in docs
         ]
@@ -427,10 +427,3 @@ def _bus_errors(detail: str) -> Iterator[None]:
         yield
     except (TimeoutError, NatsError) as exc:
         raise BusUnavailable(f"{detail}; try again shortly", headers={"Retry-After": RETRY_AFTER_BUS}) from exc
-
-
-def _utc(value: str | datetime | None) -> datetime | None:
-    # The projection stores times as ISO 8601 UTC text (progress.projection.stamp).
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

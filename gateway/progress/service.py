@@ -36,7 +36,7 @@ from gateway.progress.models import (
     Summary,
 )
 from gateway.tokens import Principal
-from progress.projection import Names, pointer, problem_item, reading_item
+from progress.projection import Names, pointer, problem_item, read_stamp, reading_item
 from schemas import subjects
 from schemas.progress import AttemptRecorded, ItemCompleted
 
@@ -207,16 +207,9 @@ def _item(doc: dict[str, Any]) -> ProgressItem:
         best_score=doc.get("best_score"),
         solved=doc.get("solved", False),
         completed=doc.get("completed", False),
-        first_solved_at=_utc(doc.get("first_solved_at")),
-        completed_at=_utc(doc.get("completed_at")),
-        last_submitted_at=_utc(doc.get("last_submitted_at")),
+        first_solved_at=read_stamp(doc.get("first_solved_at")),
+        completed_at=read_stamp(doc.get("completed_at")),
+        last_submitted_at=read_stamp(doc.get("last_submitted_at")),
         last_verdict=doc.get("last_verdict"),
         last_code=doc.get("last_code"),
     )
-
-
-def _utc(value: str | datetime | None) -> datetime | None:
-    # The projection stores times as ISO 8601 UTC text (progress.projection.stamp).
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
