@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from schemas.codec import encode
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("coderunner.bus")
 
 
 class NotPublished(NatsError):
@@ -54,6 +57,39 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
     return nc, nc.jetstream(timeout=5)
 
 
+def subject_template(subject: str) -> str:
+    """The subject with its job or user id replaced by ``*`` (span names must not carry ids)."""
+    tokens = subject.split(".")
+    if len(tokens) >= 4 and tokens[0] == "coderunner":
+        tokens[3] = "*"
+    return ".".join(tokens)
+
+
+def _messaging(subject: str, operation: str) -> dict[str, Any]:
+    # OpenTelemetry messaging conventions; "nats" is not a well-known system value, so it is custom.
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.destination.template": subject_template(subject),
+        "messaging.operation.type": operation,
+    }
+
+
+@contextlib.contextmanager
+def processing(msg: Msg, consumer: str) -> Iterator[trace.Span]:
+    """A CONSUMER span for handling ``msg``, child of the span that published it (its headers)."""
+    ctx = propagate.extract(dict(msg.headers or {}))
+    attributes = _messaging(msg.subject, "process")
+    attributes["messaging.consumer.group.name"] = consumer
+    meta = msg.metadata
+    attributes["messaging.nats.stream.sequence"] = meta.sequence.stream
+    attributes["messaging.nats.delivery_count"] = meta.num_delivered
+    with tracer.start_as_current_span(
+        f"process {subject_template(msg.subject)}", context=ctx, kind=trace.SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
 def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     """Headers carrying the current trace context (W3C traceparent) across the bus."""
     carrier: dict[str, str] = dict(headers or {})
@@ -68,12 +104,18 @@ async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str
     buffer it while disconnected (see ``connect``), the connection is closed, or no stream took it.
     Any other error (an ack timeout above all) leaves it unknown whether the message was stored.
     """
-    headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
-    try:
-        return await js.publish(subject, encode(event), headers=headers or None)
-    except (OutboundBufferLimitError, ConnectionClosedError, NoRespondersError, NoStreamResponseError) as exc:
-        # No responders: no stream took the message (JetStream unavailable), so nothing was stored.
-        raise NotPublished(str(exc) or type(exc).__name__) from exc
+    attributes = _messaging(subject, "send")
+    if msg_id:
+        attributes["messaging.message.id"] = msg_id
+    with tracer.start_as_current_span(
+        f"send {subject_template(subject)}", kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ):
+        headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
+        try:
+            return await js.publish(subject, encode(event), headers=headers or None)
+        except (OutboundBufferLimitError, ConnectionClosedError, NoRespondersError, NoStreamResponseError) as exc:
+            # No responders: no stream took the message (JetStream unavailable), so nothing was stored.
+            raise NotPublished(str(exc) or type(exc).__name__) from exc
 
 
 async def close(nc: NATS) -> None:

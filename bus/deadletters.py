@@ -18,6 +18,7 @@ from nats.js.api import PubAck
 from bus import client
 from schemas import subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 DETAIL_LIMIT = 2000
@@ -64,6 +65,7 @@ async def store(
         attempts=attempts,
     )
     await client.publish(js, subjects.deadletter(stream.lower()), record, msg_id=msg_id(stream, consumer, stream_seq))
+    metrics.DEAD_LETTERS.labels(reason.value).inc()
     log.error("dead-lettered %s seq %d (%s): %s %s", subject, stream_seq, consumer, reason.value, detail)
 
 

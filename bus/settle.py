@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -23,6 +24,7 @@ from nats.js import JetStreamContext
 
 from bus import deadletters
 from schemas.deadletter import DeadLetterReason
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,22 @@ def nak_delay(num_delivered: int) -> float:
 async def settle(js: JetStreamContext, msg: Msg, handle: Callable[[], Awaitable[None]], *, who: str) -> Disposition:
     """Run ``handle`` for ``msg`` and settle the message by the rule above; returns what was done."""
     error: Exception | None = None
+    consumer = msg.metadata.consumer or "unknown"
+    if msg.metadata.num_delivered > 1:
+        metrics.REDELIVERIES.labels(consumer).inc()
+    began = time.monotonic()
     try:
         await handle()
     except asyncio.CancelledError:
-        raise  # stopping: leave it unsettled, another delivery gets it after AckWait
+        raise  # stopping: the caller naks it or leaves it to come back after AckWait
     except Exception as exc:  # the rule decides
         error = exc
+    finally:
+        metrics.MESSAGE_SECONDS.labels(consumer).observe(time.monotonic() - began)
     action = disposition(error)
+    metrics.MESSAGES.labels(consumer, action.value).inc()
+    if action is not Disposition.ACK:
+        metrics.error(action.value)
     try:
         if action is Disposition.ACK:
             await msg.ack_sync()

@@ -7,6 +7,7 @@ decided in one place, :func:`bus.settle.settle` (the runner uses it too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from pymongo import AsyncMongoClient
 
-from bus import advisories, history, streams
+from bus import advisories, client, deadletters, history, streams
 from bus.settle import Permanent, settle
 from consumers.settings import ConsumerSettings
 from schemas.deadletter import DeadLetterReason
@@ -28,6 +29,8 @@ from schemas.executions import ExecutionEvent, execution_decoder
 from schemas.problems import ProblemEvent, problem_event_decoder
 from schemas.progress import ProgressEvent, progress_decoder
 from schemas.submissions import SubmissionRequested
+from telemetry import metrics
+from telemetry.logs import bind_job
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +103,19 @@ async def consume(js: JetStreamContext, durable: streams.Durable, handler: Handl
             continue
         except Exception as exc:  # the bus may be briefly away; keep pulling
             log.warning("%s fetch failed: %s", name, exc)
+            metrics.error("fetch")
             await asyncio.sleep(0.5)
             continue
         for msg in msgs:
-            await settle(js, msg, functools.partial(_handle, msg, decoder, handler), who=f"consumer {name}")
+            if stop.is_set():
+                # Stopping (SIGTERM): the message in hand was finished; the rest of the batch goes
+                # back now, for another instance, instead of after AckWait.
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                continue
+            with bind_job(deadletters.job_id_of(msg.subject)), client.processing(msg, name):
+                await settle(js, msg, functools.partial(_handle, msg, decoder, handler), who=f"consumer {name}")
+    log.info("consumer %s stopped", name)
 
 
 async def _handle(msg: Msg, decoder: msgspec.json.Decoder[Any], handler: Handler) -> None:

@@ -29,6 +29,7 @@ from schemas.deadletter import DeadLetterReason
 from schemas.executions import ExecutionFinished, TestObserved, Verdict
 from schemas.grades import Graded, TestGraded
 from schemas.submissions import SubmissionRequested
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,9 @@ class Grader:
                         msg_id=f"{job_id}.{finished.attempt}.test.{result.test_id}",
                     )
         graded = Graded(job_id=job_id, attempt=finished.attempt, grade=grade, graded_at=datetime.now(UTC))
-        await client.publish(self.js, subjects.graded_of(job_id), graded, msg_id=f"{job_id}.graded")
+        ack = await client.publish(self.js, subjects.graded_of(job_id), graded, msg_id=f"{job_id}.graded")
+        if not ack.duplicate:  # another grader's publish of the same grade is not a second grade
+            metrics.GRADES.labels(grade.verdict.value).inc()
         self._memo.pop(job_id, None)
         log.info("job %s graded %s (%s)", job_id, grade.verdict, grade.score)
 

@@ -19,6 +19,9 @@ from config.loader import load
 from consumers import base
 from consumers.base import Deps, HandlerFactory
 from consumers.settings import ConsumerSettings
+from telemetry import metrics
+from telemetry.exposition import start_metrics
+from telemetry.logs import register_settings_secrets
 from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,8 @@ def handler_factory(durable: streams.Durable) -> HandlerFactory:
 
 async def serve(name: str, settings: ConsumerSettings) -> None:
     tracing = setup_tracing(f"consumer-{name}", settings.otel_exporter_otlp_endpoint)
+    metrics.set_process(f"consumer-{name}")
+    exposition = await start_metrics(settings)
     nc, js = await client.connect(settings.nats_url, f"consumer-{name}")
     redis = aioredis.from_url(settings.redis_url)
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
@@ -52,6 +57,8 @@ async def serve(name: str, settings: ConsumerSettings) -> None:
         await client.close(nc)
         await redis.aclose()
         await mongo.close()
+        if exposition:
+            await exposition.stop()
         tracing.shutdown()
 
 
@@ -59,5 +66,6 @@ def main(name: str) -> None:
     if name not in streams.CONSUMERS:
         raise SystemExit(f"unknown consumer {name!r}: choose one of {', '.join(streams.CONSUMERS)}")
     settings = load(ConsumerSettings)
-    setup_logging(settings.log_level, f"consumer-{name}")
+    setup_logging(settings.log_level, f"consumer-{name}", fmt=settings.log_format)
+    register_settings_secrets(settings)
     asyncio.run(serve(name, settings))

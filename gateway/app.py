@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 
 import redis.asyncio as aioredis
 from beanie import init_beanie
@@ -27,6 +29,7 @@ from curriculum.store import CurriculumStore
 from gateway.accounts.controller import AuthController
 from gateway.accounts.service import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts.service import AccountService
+from gateway.activity import Sampler
 from gateway.dependencies import Services, store_services
 from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, document_problems
 from gateway.executions.backlog import Backlog
@@ -41,6 +44,8 @@ from gateway.quotas import Quotas
 from gateway.security import ApiQuotaMiddleware, RequestIdFilter, with_request_id
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService
+from telemetry import metrics
+from telemetry.logs import register_settings_secrets
 from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -88,12 +93,14 @@ def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tracing = setup_tracing("gateway", settings.otel_exporter_otlp_endpoint)
+        metrics.set_process("gateway")
         # No reconnect buffer: a submission refused while NATS is down must not go out later.
         nc, js = await client.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
         # Timeouts: a hung Redis is an outage answered 503 (gateway.errors), not a stalled request.
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
+        sampler = Sampler(js, redis)
         try:
             await streams.provision(js, settings.bus_limits())
             # The URI may name the database; "coderunner" otherwise (as `coderunner seed` does).
@@ -106,6 +113,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             problems = ProblemService(js, redis)
             db = mongo.get_default_database(DATABASE)
             backlog.start()
+            sampler.start()
             # In field order: settings, the clients, then the services built on them.
             services = Services(
                 settings,
@@ -123,8 +131,13 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 ProgressService(js, redis, db, CurriculumStore()),
             )
             store_services(app.state, services)
+            loop = asyncio.get_running_loop()
+            # Called from the signal handler (gateway.app.main): open event streams end with a
+            # `reconnect` so that the server's graceful shutdown is not held up by them.
+            app.state.drain = lambda: loop.call_soon_threadsafe(services.executions.draining.set)
             yield
         finally:
+            await sampler.stop()
             await backlog.stop()
             await client.close(nc)
             await redis.aclose()
@@ -216,7 +229,8 @@ def header_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:
 
 def main() -> None:
     settings = load(GatewaySettings)
-    setup_logging(settings.log_level, "gateway", request_ids=RequestIdFilter())
+    setup_logging(settings.log_level, "gateway", request_ids=RequestIdFilter(), fmt=settings.log_format)
+    register_settings_secrets(settings)
     import uvicorn
 
     config = uvicorn.Config(
@@ -225,6 +239,7 @@ def main() -> None:
         port=settings.gateway_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=None,  # uvicorn's loggers go through telemetry.setup's handler (JSON, redaction)
         # Forwarded headers are honoured only from TRUSTED_PROXIES, by gateway.security; uvicorn
         # would otherwise trust them from 127.0.0.1 and let any local client pick its address.
         proxy_headers=False,
@@ -233,4 +248,26 @@ def main() -> None:
         timeout_keep_alive=settings.http_keep_alive_seconds,  # type: ignore[arg-type]  # a float works
         http=header_timeout_protocol(settings.http_header_timeout_seconds),
     )
-    asyncio.run(uvicorn.Server(config).serve())
+
+    class Server(uvicorn.Server):
+        """uvicorn's SIGTERM handling (stop accepting, finish in-flight requests), plus telling
+        open event streams to reconnect elsewhere first."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            drain = getattr(config.app.state, "drain", None)  # type: ignore[union-attr]
+            if drain is not None and not self.should_exit:
+                log.info("stopping: no new connections; open event streams are told to reconnect")
+                drain()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            # uvicorn raises the signal again once it has stopped, so the process "dies of"
+            # SIGTERM; a shutdown that drained as asked exits 0 instead.
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    asyncio.run(Server(config).serve())

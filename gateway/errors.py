@@ -21,6 +21,8 @@ from pymongo.errors import ConnectionFailure as MongoConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from telemetry import metrics
+
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://coderunner.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -118,7 +120,18 @@ def _where(request: Request[Any, Any, Any]) -> str:
     return f"{request.method} {request.scope.get('path', '?')}"
 
 
+def _unavailable(cause: str) -> None:
+    metrics.UNAVAILABLE.labels(cause).inc()
+    metrics.error("dependency" if cause != "queue_full" else "queue_full")
+
+
 def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Problem]:
+    if exc.status == 503:
+        _unavailable(
+            "queue_full" if isinstance(exc, QueueFull) else "nats" if isinstance(exc, BusUnavailable) else "other"
+        )
+    elif exc.status >= 500:
+        metrics.error("http_5xx")
     if exc.status >= 500:
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
         log.warning("%s answered %d: %s%s", _where(request), exc.status, exc.detail or exc.title, cause)
@@ -133,6 +146,7 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     except ValueError:
         title = "Error"
     if status >= 500:
+        metrics.error("http_5xx")
         log.error("%s answered %d", _where(request), status, exc_info=exc)
         return problem(status, title, _SLUGS.get(status, f"http-{status}"), title, headers=exc.headers)
     detail = exc.detail if exc.detail and exc.detail != title else title
@@ -141,6 +155,7 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[Problem]:
     """A NATS error no service turned into an answer: the bus is unavailable, try again."""
+    _unavailable("nats")
     log.warning("%s answered 503: NATS %s: %s", _where(request), type(exc).__name__, exc)
     return problem(
         503,
@@ -154,6 +169,7 @@ def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[Probl
 def dependency_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Redis or MongoDB unreachable (or too slow) where no service had an answer of its own: an
     outage, not a bug. 503 with Retry-After, a warning in the log, nothing internal in the body."""
+    _unavailable("mongodb" if isinstance(exc, MongoConnectionFailure) else "redis")
     log.warning("%s answered 503: %s: %s", _where(request), type(exc).__name__, exc)
     return problem(
         503,
@@ -166,6 +182,7 @@ def dependency_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Anything else is a bug or an outage: log it with its traceback; tell the client nothing of it."""
+    metrics.error("http_5xx")
     log.error("%s failed: %s: %s", _where(request), type(exc).__name__, exc, exc_info=exc)
     return problem(500, "Internal error", "internal", "the server failed; the request id identifies it in the logs")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from gateway.errors import TooManyRequests
+from telemetry import metrics
 
 # KEYS: one sorted set per policy. ARGV: member, then (limit, window ms) per key.
 # Returns {1, 0, remaining, reset ms, ...} or {0, index of the first full policy, retry ms}.
@@ -95,6 +96,7 @@ class Quotas:
         policy_header = ", ".join(p.header() for p in policies)
         if result[0] == 0:
             full = policies[result[1] - 1]
+            metrics.QUOTA_REFUSALS.labels(full.name).inc()
             retry = max(1, _seconds(result[2]))
             raise TooManyRequests(
                 f"{full.name} quota of {full.limit} per {full.window} s reached",

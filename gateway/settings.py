@@ -3,29 +3,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import msgspec
 from msgspec import Meta
 
-from config.common import CommonSettings
+from config.common import CommonSettings, check_secret
 from config.loader import PositiveFloat, PositiveInt, Url
-
-# A secret containing one of these is a default or a placeholder, never a real secret.
-WEAK_SECRET_WORDS = (
-    "secret", "default", "password", "passwd", "jwt_secret", "changeme", "change_me", "change-me",
-    "example", "test", "dummy", "placeholder", "your", "xxxx", "1234", "admin", "qwerty",
-)  # fmt: skip
-MIN_SECRET_LENGTH = 32
-
-
-def check_secret(name: str, value: str) -> None:
-    if len(value) < MIN_SECRET_LENGTH:
-        raise ValueError(f"{name} must be at least {MIN_SECRET_LENGTH} characters (got {len(value)})")
-    lowered = value.lower()
-    weak = [w for w in WEAK_SECRET_WORDS if w in lowered]
-    if weak:
-        raise ValueError(f"{name} looks like a placeholder (contains {weak[0]!r}): use a random value")
-    if len(set(value)) < 10:
-        raise ValueError(f"{name} has too few distinct characters to be random")
 
 
 class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
@@ -61,9 +42,6 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     # its previous response) is closed; an idle keep-alive connection after HTTP_KEEP_ALIVE_SECONDS.
     http_header_timeout_seconds: PositiveFloat = 10.0
     http_keep_alive_seconds: PositiveFloat = 5.0
-    # Bearer token that GET /metrics requires when set; required (and checked for strength) in
-    # production. Unset in development and staging: /metrics is open.
-    metrics_token: str | None = None
     # Limits applied to a plain Run (graded jobs take theirs from the problem).
     run_wall_time_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5_000
     run_output_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
@@ -71,21 +49,15 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> list[str]:
         """Secrets that are weak, or missing where the environment requires them (each one named)."""
-        problems = []
-        for name in ("jwt_secret", "metrics_token"):
-            if values.get(name) is not None:
-                try:
-                    check_secret(name.upper(), values[name])
-                except ValueError as exc:
-                    problems.append(str(exc))
+        problems = super().check_values(values)
+        if values.get("jwt_secret") is not None:
+            try:
+                check_secret("JWT_SECRET", values["jwt_secret"])
+            except ValueError as exc:
+                problems.append(str(exc))
         if values.get("metrics_token") is None and values.get("app_env") == "production":
             problems.append("METRICS_TOKEN is required in production (GET /metrics is public without it)")
         return problems
-
-    def __post_init__(self) -> None:
-        problems = self.check_values(msgspec.structs.asdict(self))
-        if problems:
-            raise ValueError("; ".join(problems))
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

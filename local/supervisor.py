@@ -6,6 +6,7 @@ application processes first (so they drain), then the servers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -23,9 +24,10 @@ from local.lifetimes import die_with_parent
 
 log = logging.getLogger("coderunner.up")
 
+PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # One deadline for the whole stop: every process is asked at once, then the stragglers are killed.
-STOP_DEADLINE = 10.0
+STOP_DEADLINE = 15.0
 # A process that stayed up this long is considered healthy again: its delay resets.
 HEALTHY_AFTER = 30.0
 
@@ -70,6 +72,7 @@ class Stack:
         self.port = port
         self.servers: list[tuple[embedded.ServerSpec, Supervised]] = []
         self.apps: list[Supervised] = []
+        self.metrics: dict[str, tuple[int, str]] = {}
         self._stopping = False
         # Set by a signal handler: `up` is asked to stop (checked while waiting, too).
         self.stopping = False
@@ -105,16 +108,48 @@ class Stack:
         # An empty database gets the curriculum (the files); a seeded one is left as teachers made it.
         subprocess.run([*exe, "seed", "--if-empty"], env=env, check=False, preexec_fn=die_with_parent())
         logs = self.data_dir / "logs"
+        # Runners and consumers serve /metrics on a port of their own (the gateway on its own).
+        self.metrics = {"gateway": (self.port, "gateway")}
+        for name in ("runner", *(f"consumer-{c}" for c in streams.CONSUMERS)):
+            self.metrics[name] = (embedded.free_port(), "runner" if name == "runner" else "consumers")
         self.apps = [
             Supervised("gateway", [*exe, "gateway"], env, logs / "gateway.log"),
-            Supervised("runner", [*exe, "runner"], env, logs / "runner.log"),
+            Supervised("runner", [*exe, "runner"], self._metrics_env(env, "runner"), logs / "runner.log"),
             *(
-                Supervised(f"consumer-{name}", [*exe, "consume", name], env, logs / f"consumer-{name}.log")
+                Supervised(
+                    f"consumer-{name}",
+                    [*exe, "consume", name],
+                    self._metrics_env(env, f"consumer-{name}"),
+                    logs / f"consumer-{name}.log",
+                )
                 for name in streams.CONSUMERS
             ),
         ]
+        self._write_scrape_targets()
         for app in self.apps:
             app.start()
+
+    def _metrics_env(self, env: dict[str, str], name: str) -> dict[str, str]:
+        return {**env, "METRICS_HOST": self.host, "METRICS_PORT": str(self.metrics[name][0])}
+
+    def _write_scrape_targets(self) -> None:
+        """A Prometheus config for this stack: deploy/prometheus/local.yml, with the alert rules'
+        absolute path, beside the file-based discovery of this start's ports."""
+        folder = self.data_dir / "prometheus"
+        (folder / "targets").mkdir(parents=True, exist_ok=True)
+        # Only "job" (and the address): "process" is a label of the metrics themselves.
+        targets = [{"targets": [f"{self.host}:{port}"], "labels": {"job": job}} for port, job in self.metrics.values()]
+        _write_atomically(folder / "targets" / "coderunner.json", json.dumps(targets, indent=2) + "\n")
+        if not (PROMETHEUS_DIR / "local.yml").exists():  # installed without the repository's deploy/
+            return
+        config = (PROMETHEUS_DIR / "local.yml").read_text()
+        config = config.replace("  - alerts.yml", f"  - {PROMETHEUS_DIR / 'alerts.yml'}")
+        _write_atomically(folder / "prometheus.yml", config)
+
+    def metrics_lines(self) -> str:
+        return "\n".join(
+            f"    {name:<22} http://{self.host}:{port}/metrics" for name, (port, _) in self.metrics.items()
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -163,6 +198,12 @@ class Stack:
         log.info("stopped")
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _terminate_all(group: list[Supervised], until: float) -> None:
     """SIGTERM every process of the group at once; SIGKILL whatever is still there at ``until``."""
     running = [sup for sup in group if sup.proc is not None and sup.proc.poll() is None]
@@ -191,8 +232,12 @@ def up(data_dir: Path, host: str, port: int) -> int:
     try:
         stack.start()
         if stack.wait_ready() and not stack.stopping:
+            prom = data_dir / "prometheus"
             print(
-                f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n",
+                f"\n  Code Runner is up: http://{host}:{port}\n  (logs in {data_dir / 'logs'}; Ctrl-C stops)\n"
+                f"\n  Metrics:\n{stack.metrics_lines()}\n"
+                f"  Prometheus with the alert rules: prometheus --config.file={prom / 'prometheus.yml'}"
+                f" --storage.tsdb.path={prom / 'tsdb'}\n",
                 flush=True,
             )
         elif not stack.stopping:

@@ -24,6 +24,9 @@ from schemas import subjects
 from schemas.codec import encode
 from schemas.ops import RunnerStats
 from schemas.submissions import MiB
+from telemetry import metrics
+from telemetry.exposition import start_metrics
+from telemetry.logs import register_settings_secrets
 from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -75,8 +78,18 @@ def check_enforcement(settings: RunnerSettings, enforcement: dict[str, str]) -> 
         )
 
 
+def export_gauges(settings: RunnerSettings, sandbox: PooledSandbox, runner: Runner) -> None:
+    """Pool and slot gauges read at scrape time, from the objects that hold the figures."""
+    metrics.RUNNER_SLOTS.set(settings.runner_concurrency)
+    metrics.RUNNER_BUSY.set_function(lambda: runner.running)
+    name = sandbox.backend.name
+    metrics.POOL_SIZE.labels(name).set_function(lambda: (lambda s: s.idle + s.busy)(sandbox.stats()))
+    metrics.POOL_AVAILABLE.labels(name).set_function(lambda: sandbox.stats().idle)
+
+
 async def serve(settings: RunnerSettings) -> None:
     tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint)
+    metrics.set_process("runner")
     sandbox = build_sandbox(settings)
     # Refuse to start without a working sandbox: there is no unsandboxed mode.
     try:
@@ -96,6 +109,8 @@ async def serve(settings: RunnerSettings) -> None:
         await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
         await streams.ensure_consumer(js, deadletters.DURABLE.name, settings.bus_limits())
         runner = Runner(js, sandbox, settings)
+        export_gauges(settings, sandbox, runner)
+        exposition = await start_metrics(settings)
 
         async def answer_stats(msg: Msg) -> None:
             stats = RunnerStats(
@@ -119,11 +134,13 @@ async def serve(settings: RunnerSettings) -> None:
         for task in (pulling, advisories):
             if task.done():
                 task.result()  # surface the error
-        log.info("runner stopping")
-        await runner.stop()
+        log.info("runner stopping: no new jobs; running ones get %.0f s", settings.runner_shutdown_grace_seconds)
+        await runner.stop(settings.runner_shutdown_grace_seconds)
         pulling.cancel()
         advisories.cancel()
         await stats_sub.unsubscribe()
+        if exposition:
+            await exposition.stop()
     finally:
         await client.close(nc)
         await sandbox.close()
@@ -132,7 +149,8 @@ async def serve(settings: RunnerSettings) -> None:
 
 def main() -> None:
     settings = load(RunnerSettings)
-    setup_logging(settings.log_level, "runner")
+    setup_logging(settings.log_level, "runner", fmt=settings.log_format)
+    register_settings_secrets(settings)
     try:
         asyncio.run(serve(settings))
     except SandboxUnavailable as exc:

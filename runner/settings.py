@@ -20,6 +20,9 @@ class RunnerSettings(CommonSettings, frozen=True, kw_only=True):
 
     runner_concurrency: PositiveInt = 2
     runner_id: str = msgspec.field(default_factory=_default_runner_id)
+    # On SIGTERM a runner takes no new job and gives running ones this long to finish; the rest
+    # are handed back (nak) at once, for another runner.
+    runner_shutdown_grace_seconds: PositiveFloat = 10.0
     # bwrap: bubblewrap on this host (the embedded default); docker: containers (production).
     sandbox_backend: Literal["bwrap", "docker"] = "bwrap"
     # Limits of every sandbox (seed plan defaults). Per-job limits can only be lower.

@@ -25,7 +25,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from bus import client, deadletters, history, streams
 from bus.settle import Permanent, Transient, settle
@@ -43,6 +43,8 @@ from schemas.executions import (
     Verdict,
 )
 from schemas.submissions import Mode, SubmissionRequested, submission_decoder
+from telemetry import metrics
+from telemetry.logs import bind_job
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("coderunner.runner")
@@ -117,6 +119,9 @@ class Runner:
         self.max_deliver = settings.runner_max_deliver
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        # Set while no pull request of this runner is open on the server.
+        self._not_fetching = asyncio.Event()
+        self._not_fetching.set()
         # One pipeline per submission mode.
         self._pipelines: dict[Mode, Callable[[SubmissionRequested, ChunkPublisher], Awaitable[Outcome]]] = {
             "run": self._run_program,
@@ -133,12 +138,16 @@ class Runner:
         log.info("runner %s pulling with concurrency %d", self.runner_id, self.concurrency)
         while not self._stopping.is_set():
             await free.acquire()
+            if self._stopping.is_set():
+                free.release()
+                break
             # Fetch only as many as there are free slots, so no message waits in this process
             # while another runner is idle.
             slots = 1
             while slots < self.concurrency and not free.locked():
                 await free.acquire()
                 slots += 1
+            self._not_fetching.clear()
             try:
                 msgs = await sub.fetch(slots, timeout=1.0)
             except (FetchTimeoutError, TimeoutError):
@@ -147,31 +156,48 @@ class Runner:
                 log.warning("fetch failed: %s", exc)
                 msgs = []
                 await asyncio.sleep(0.5)
+            finally:
+                self._not_fetching.set()
             for _ in range(slots - len(msgs)):
                 free.release()
+            if self._stopping.is_set():
+                # Fetched while stopping: hand them straight back to another runner.
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                    free.release()
+                break
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg, free))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop pulling; let running jobs finish for ``grace`` seconds (the rest are redelivered)."""
+        """Stop pulling; let running jobs finish for ``grace`` seconds; hand the rest back (nak)
+        so another runner starts them now rather than after AckWait."""
         self._stopping.set()
+        # First let the pull request in progress end (within its 1 s expiry): a job handed back
+        # while this runner still has a pull request open would be delivered to it again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._not_fetching.wait(), timeout=3)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
                 task.cancel()
+            if pending:
+                log.warning("handing back %d unfinished jobs", len(pending))
+                await asyncio.wait(pending, timeout=5)
 
     async def _handle(self, msg: Msg, free: asyncio.Semaphore) -> None:
         try:
-            ctx = propagate.extract(dict(msg.headers or {}))
-            with tracer.start_as_current_span(
-                f"process {subjects.SUBMISSIONS_ALL}",
-                context=ctx,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
-            ):
+            with bind_job(deadletters.job_id_of(msg.subject)), client.processing(msg, streams.RUNNER_CONSUMER):
                 await settle(self.js, msg, lambda: self._process(msg), who=f"runner {self.runner_id}")
+        except asyncio.CancelledError:
+            # Stopped past the grace period: the job goes back for another runner (a redelivery
+            # of a job whose finished event exists is acked without running again).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
         finally:
             free.release()
 
@@ -186,6 +212,8 @@ class Runner:
             log.info("job %s already finished; acking redelivery", job.job_id)
             return
         attempt = msg.metadata.num_delivered
+        if attempt == 1:
+            metrics.QUEUE_WAIT.observe(max(0.0, (datetime.now(UTC) - job.submitted_at).total_seconds()))
         started_event = ExecutionStarted(
             job_id=job.job_id, attempt=attempt, runner_id=self.runner_id, started_at=datetime.now(UTC)
         )
@@ -196,8 +224,12 @@ class Runner:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
-            outcome = await self._pipelines[job.mode](job, chunks)
+            with tracer.start_as_current_span(
+                "sandbox run", attributes={"coderunner.mode": job.mode, "coderunner.sandbox": self.sandbox.name}
+            ):
+                outcome = await self._pipelines[job.mode](job, chunks)
         except SandboxFailure as exc:
+            metrics.error("sandbox")
             if attempt < self.max_deliver:
                 raise Transient(str(exc)) from exc
             outcome = Outcome(
@@ -209,6 +241,7 @@ class Runner:
             await deadletters.record(self.js, msg, reason=DeadLetterReason.SANDBOX_FAILED, detail=str(exc))
         finally:
             keepalive.cancel()
+        metrics.EXECUTION_SECONDS.labels(job.mode, outcome.verdict.value).observe(outcome.duration_ms / 1000)
         await chunks.close()
         await client.publish(
             self.js,

@@ -32,6 +32,7 @@ from sandbox.base import (
 from sandbox.executor import run_program, run_tests
 from schemas.ops import PoolStats
 from schemas.submissions import Limits
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class WarmPool:
 
     async def _spawn(self) -> Instance:
         self._spawning += 1
+        began = time.monotonic()
         try:
             instance = await self.backend.spawn()
         except BaseException:
@@ -110,6 +112,7 @@ class WarmPool:
         finally:
             self._spawning -= 1
         self._stats.created += 1
+        metrics.SANDBOX_START.labels(self.backend.name).observe(time.monotonic() - began)
         return instance
 
     async def _refill_forever(self) -> None:

@@ -4,25 +4,80 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from types import TracebackType
+from typing import Literal, TextIO
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from telemetry.logs import JsonFormatter, RedactionFilter, TextFormatter
 
-def setup_logging(level: str, process: str, *, request_ids: logging.Filter | None = None) -> None:
-    """One log format for every process; the gateway adds each line's request id."""
-    rid = " [%(request_id)s]" if request_ids else ""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {process}{rid} %(name)s: %(message)s",
-        force=True,
-    )
-    if request_ids:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(request_ids)
+
+def setup_logging(
+    level: str,
+    process: str,
+    *,
+    request_ids: logging.Filter | None = None,
+    fmt: Literal["auto", "json", "text"] = "auto",
+    stream: TextIO | None = None,
+) -> logging.Handler:
+    """One log handler for every logger of the process, on stderr: JSON lines, or text on a terminal.
+
+    ``fmt="auto"`` writes text when ``stream`` (stderr) is a terminal and JSON otherwise. Secrets
+    are scrubbed on the handler (``telemetry.logs.RedactionFilter``): register the process's own
+    with ``telemetry.logs.register_settings_secrets(settings)``. The gateway adds each line's
+    request id (``request_ids``); runners and consumers bind the job id (``telemetry.logs.bind_job``).
+    uvicorn's loggers lose their own handlers and propagate here; uncaught exceptions and warnings
+    are logged too, so nothing reaches stderr unformatted or unscrubbed.
+    """
+    out = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        try:
+            fmt = "text" if out.isatty() else "json"
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            fmt = "json"
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter(process) if fmt == "text" else JsonFormatter(process))
+    if request_ids is not None:
+        handler.addFilter(request_ids)
+    handler.addFilter(RedactionFilter())
+
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # uvicorn's own dictConfig gives these loggers handlers and stops propagation; the gateway
+    # passes ``log_config=None`` to uvicorn so that this stays.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        for old in logger.handlers[:]:
+            logger.removeHandler(old)
+        logger.propagate = True
+    logging.captureWarnings(True)
+
+    crashed = logging.getLogger(process)
+
+    def log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        crashed.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+    def log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and not issubclass(args.exc_type, SystemExit):
+            name = args.thread.name if args.thread else "?"
+            crashed.critical(
+                "uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+            )
+
+    sys.excepthook = log_uncaught
+    threading.excepthook = log_uncaught_in_thread
+    return handler
 
 
 def setup_tracing(service: str, endpoint: str | None) -> TracerProvider:

@@ -67,3 +67,8 @@ def stored_messages(nats_url: str, stream: str, subject: str) -> list[bytes]:
         return out
 
     return asyncio.run(read())
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """A process's log records (JSON lines: its log is a file, not a terminal)."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -27,6 +27,7 @@ from gateway.settings import GatewaySettings
 from local import embedded
 from schemas import subjects
 from tests.conftest import App, Stack, wait_for, wait_ready
+from tests.helpers import json_lines
 
 pytestmark = pytest.mark.e2e
 _redis_db = 0
@@ -135,9 +136,11 @@ def _assert_problem(res: httpx.Response, status: int) -> dict:
 
 
 def _assert_logged(app: App, request_id: str) -> None:
-    wait_for(lambda: f"[{request_id}]" in app.log(), 5, what=f"a log line with request id {request_id}")
-    lines = [line for line in app.log().splitlines() if f"[{request_id}]" in line]
-    assert any(" ERROR " in line or " WARNING " in line for line in lines), lines
+    def lines() -> list[dict]:
+        return [e for e in json_lines(app.log()) if e.get("request_id") == request_id]
+
+    wait_for(lines, 5, what=f"a log line with request id {request_id}")
+    assert any(e["level"] in ("ERROR", "WARNING") for e in lines()), lines()
 
 
 # --- 9: a 503 from submit means "not queued" ------------------------------------------------------

@@ -116,7 +116,7 @@ def _generation(stack: Stack) -> int:
 def _cache_counts(stack: Stack) -> dict[str, float]:
     with stack.client(anonymous=True) as c:
         text = c.get("/metrics").text
-    found = re.findall(r'^coderunner_curriculum_cache_requests_total\{result="(\w+)"\} (\S+)$', text, re.M)
+    found = re.findall(r'^coderunner_cache_requests_total\{cache="curriculum",result="(\w+)"\} (\S+)$', text, re.M)
     return {result: float(value) for result, value in found}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from local import embedded
 from tests.conftest import App, Stack, wait_for, wait_ready
-from tests.helpers import read_events, submit
+from tests.helpers import json_lines, read_events, submit
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery"
@@ -285,7 +285,7 @@ def test_security_headers_and_request_ids(stack: Stack) -> None:
         assert bad.headers["x-request-id"] != "bad id\twith spaces"
         c.post("/execution/submit", json={"code": "print('logged')"}, headers={"X-Request-ID": "req-for-log-1"})
     gateway_log = next(a for a in stack.apps if a.args == ["gateway"]).log()
-    assert any("[req-for-log-1]" in line and "queued" in line for line in gateway_log.splitlines())
+    assert any(e.get("request_id") == "req-for-log-1" and "queued" in e["message"] for e in json_lines(gateway_log))
 
 
 def test_cors_only_for_the_configured_origin(stack: Stack) -> None:

@@ -28,6 +28,7 @@ from gateway.accounts.models import LoginRequest, RegisterRequest, TokenPair, Us
 from gateway.errors import Conflict, InvalidRequest, TooManyRequests, Unauthorized
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService, hash_refresh_token, new_refresh_token
+from telemetry import metrics
 
 Role = Literal["student", "teacher", "admin"]
 
@@ -194,6 +195,7 @@ class AccountService:
             )
         )
         if wait_ms > 0:
+            metrics.QUOTA_REFUSALS.labels("sign_in").inc()
             raise TooManyRequests(
                 "too many failed sign-ins; try again later", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}
             )

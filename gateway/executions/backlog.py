@@ -24,6 +24,7 @@ from nats.js.errors import NotFoundError
 from bus import streams
 from gateway.errors import QueueFull
 from gateway.executions.models import QueueStats
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -101,6 +102,8 @@ class Backlog:
         self.published = max(0, self.published - seen)
         self.pending = info.num_pending or 0
         self.in_flight = info.num_ack_pending or 0
+        metrics.QUEUE_DEPTH.set(self.pending)
+        metrics.QUEUE_IN_FLIGHT.set(self.in_flight)
         now = time.monotonic()
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
         if self._last_floor is not None and now > self._last_floor[0]:

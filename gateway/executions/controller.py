@@ -42,12 +42,21 @@ def _last_event_id(raw: str | None) -> int:
     return int(raw)
 
 
+RECONNECT_RETRY_MS = 500
+RECONNECT_DATA = '{"reason":"the server is restarting: reconnect to resume"}'
+
+
 async def _to_sse(items: AsyncIterator[StreamItem]) -> AsyncIterator[ServerSentEventMessage]:
     retry: int | None = SSE_RETRY_MS  # sent once, with the first data-carrying event
     async for item in items:
         if item.kind == "heartbeat":
             # A comment only: never dispatched as an event by clients.
             yield ServerSentEventMessage(data=None, comment="keep-alive")
+            continue
+        if item.kind == "reconnect":
+            # Not the end of the job: this server is stopping. EventSource reconnects by itself
+            # after `retry` ms, with Last-Event-ID, to a replica that is not.
+            yield ServerSentEventMessage(event="reconnect", data=RECONNECT_DATA, retry=RECONNECT_RETRY_MS)
             continue
         if item.kind == "done":
             yield ServerSentEventMessage(event="done", data=item.data.decode(), retry=retry)

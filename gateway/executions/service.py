@@ -5,6 +5,7 @@ No code ever runs here: the only way to execute is to publish a submission to Je
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -29,6 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bus import client, history, streams
 from consumers.caching import cache_key
 from curriculum.model import GradingMode
+from gateway import activity
 from gateway.errors import (
     RETRY_AFTER_BUS,
     BusUnavailable,
@@ -51,6 +53,7 @@ from schemas.executions import STUDENT_KINDS, execution_decoder
 from schemas.executions import kind as event_kind
 from schemas.results import JobResult
 from schemas.submissions import Limits, MiB, SubmissionRequested, TestInput
+from telemetry import metrics
 
 if TYPE_CHECKING:
     from gateway.problems.service import ProblemService
@@ -81,7 +84,7 @@ class Queued:
 class StreamItem:
     """One SSE item: an execution event, the final result, or a keep-alive."""
 
-    kind: str  # "event" | "done" | "heartbeat"
+    kind: str  # "event" | "done" | "heartbeat" | "reconnect"
     seq: int = 0
     name: str = ""
     data: bytes = b""
@@ -116,6 +119,9 @@ class ExecutionService:
             per_job=settings.sse_max_streams_per_job,
             lease_seconds=max(30.0, 3 * settings.sse_heartbeat_seconds),
         )
+        # Set when the gateway is asked to stop (SIGTERM): open event streams tell their clients
+        # to reconnect elsewhere, so the server's graceful shutdown is not held up by them.
+        self.draining = asyncio.Event()
         self.exec_policies = [
             Policy("exec-minute", settings.exec_limit_per_minute, 60),
             Policy("exec-day", settings.exec_limit_per_day, 86_400),
@@ -216,6 +222,7 @@ class ExecutionService:
             log.info("job %s: duplicate submission (seq %s)", job_id, ack.seq)
             return retried
         self.backlog.published_one()
+        await activity.record_submission(self.redis, user_id, event.mode)
         log.info("job %s queued (seq %s)", job_id, ack.seq)
         return Queued(job_id=job_id, ticket=ticket, headers=decision.headers)
 
@@ -288,7 +295,9 @@ class ExecutionService:
         await self._authorize(job_id, principal)
         cached = await self.redis.get(cache_key(job_id))
         if cached is not None:
+            metrics.CACHE.labels("results", "hit").inc()
             return msgspec.json.decode(cached, type=JobResult)
+        metrics.CACHE.labels("results", "miss").inc()
         with _bus_errors("the job store is unavailable"):
             folded = await history.fold_job(self.js, job_id)
         records = await self._records() if folded.last_seq == 0 else None
@@ -363,6 +372,8 @@ class ExecutionService:
         result = JobResult(job_id=job_id)
         renew_every = min(self.settings.sse_heartbeat_seconds, slot.lease_ms / 3000)
         slot.renewed_at = time.monotonic()
+        metrics.SSE_CONNECTIONS.inc()
+        draining = asyncio.ensure_future(self.draining.wait())
         try:
             while not result.terminal:
                 if time.monotonic() - slot.renewed_at >= renew_every:
@@ -371,8 +382,16 @@ class ExecutionService:
                     except Exception as exc:  # a lapsed lease only frees the slot early
                         log.warning("stream slot renewal failed: %s", exc)
                     slot.renewed_at = time.monotonic()
+                receiving = asyncio.ensure_future(sub.next_msg(timeout=self.settings.sse_heartbeat_seconds))
+                await asyncio.wait({receiving, draining}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    # This gateway is shutting down: the client reconnects (Last-Event-ID) to
+                    # another replica and misses nothing.
+                    receiving.cancel()
+                    yield StreamItem(kind="reconnect")
+                    return
                 try:
-                    msg = await sub.next_msg(timeout=self.settings.sse_heartbeat_seconds)
+                    msg = receiving.result()
                 except NatsTimeoutError:
                     yield StreamItem(kind="heartbeat")
                     continue
@@ -388,6 +407,8 @@ class ExecutionService:
                     yield StreamItem(kind="event", seq=seq, name=event_kind(event), data=msg.data)
             yield StreamItem(kind="done", data=msgspec.json.encode(result))
         finally:
+            draining.cancel()
+            metrics.SSE_CONNECTIONS.dec()
             # The response's task group is cancelled when the client goes away, and anyio cancels
             # every await in it again: shield the clean-up, or it never reaches the server.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):

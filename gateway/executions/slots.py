@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from gateway.errors import TooManyRequests
+from telemetry import metrics
 
 # KEYS: the user's and the job's sets of open streams. ARGV: member, lease ms, user limit, job limit.
 # Returns {1, 0} when admitted, else {0, 1 (user full) or 2 (job full)}.
@@ -75,6 +76,7 @@ class StreamSlots:
                 if which == 1
                 else f"this job has {self.per_job} event streams open already; close one first"
             )
+            metrics.QUOTA_REFUSALS.labels("event_streams").inc()
             raise TooManyRequests(detail, headers={"Retry-After": "5"})
         return StreamSlot(keys=keys, member=member, lease_ms=self.lease_ms)
 

@@ -22,7 +22,6 @@ import msgspec
 import redis.asyncio as aioredis
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from consumers.caching import CURRICULUM_GEN_KEY
@@ -44,6 +43,7 @@ from gateway.problems.models import (
     TeacherProblem,
 )
 from gateway.tokens import Principal
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ PAGE_MAX = 100_000  # skip stays a small number for MongoDB
 SESSION_PROBLEMS_MAX = 999  # a session's orders are 1..999
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
-CACHE_REQUESTS = Counter(
-    "coderunner_curriculum_cache_requests_total",
-    "Curriculum reads served from the Redis cache (hit) or from MongoDB (miss)",
-    ["result"],
-)
 
 T = TypeVar("T")
 
@@ -188,9 +183,9 @@ class ProblemService:
             except msgspec.DecodeError as exc:  # written by another version of the gateway
                 log.warning("curriculum cache entry %s unreadable (%s); reading MongoDB", key, exc)
             else:
-                CACHE_REQUESTS.labels(result="hit").inc()
+                metrics.CACHE.labels("curriculum", "hit").inc()
                 return value
-        CACHE_REQUESTS.labels(result="miss").inc()
+        metrics.CACHE.labels("curriculum", "miss").inc()
         value = await load()
         if key is not None:
             try:

@@ -39,6 +39,7 @@ from gateway.tokens import Principal
 from progress.projection import Names, pointer, problem_item, read_stamp, reading_item
 from schemas import subjects
 from schemas.progress import AttemptRecorded, ItemCompleted
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 SUMMARY_TTL_SECONDS = 60
@@ -99,7 +100,9 @@ class ProgressService:
         except RedisError as exc:
             log.warning("progress summary cache unavailable: %s", exc)
         if cached is not None:
+            metrics.CACHE.labels("progress_summary", "hit").inc()
             return msgspec.json.decode(cached, type=Summary)
+        metrics.CACHE.labels("progress_summary", "miss").inc()
         summary = await self._summary(user_id)
         if key is not None:
             try:
