@@ -169,6 +169,37 @@ def set_process(name: str) -> None:
     except PackageNotFoundError:
         release = "unknown"
     BUILD.labels(name).info({"version": release})
+    export_known_labels(name, kind)
+
+
+def export_known_labels(name: str, kind: str) -> None:
+    """Export every label value this process can count at 0 from the start: a labelled series
+    that appears at its first increment hides that increment from rate() and increase(), so the
+    first dead letter (or refusal, or redelivery) of a process would never show or alert."""
+    from bus import streams
+    from bus.settle import Disposition
+    from schemas.deadletter import DeadLetterReason
+
+    for error_kind in ERROR_KINDS:
+        ERRORS.labels(name, error_kind)
+    for reason in DeadLetterReason:
+        DEAD_LETTERS.labels(reason.value)
+    durables: tuple[str, ...] = (streams.RUNNER_CONSUMER,) if kind == "runner" else ()
+    if kind == "consumer":
+        durables = tuple(d.name for d in streams.CONSUMERS.get(name.removeprefix("consumer-"), ()))
+    for durable in durables:
+        REDELIVERIES.labels(durable)
+        for outcome in Disposition:
+            MESSAGES.labels(durable, outcome.value)
+    if kind == "gateway":
+        for quota in ("exec-minute", "exec-day", "api", "event_streams", "sign_in"):
+            QUOTA_REFUSALS.labels(quota)
+        for cause in ("queue_full", "nats", "redis", "mongodb", "other"):
+            UNAVAILABLE.labels(cause)
+
+
+# The kinds of coderunner_errors_total (each counted where it happens).
+ERROR_KINDS = ("nak", "term", "fetch", "sandbox", "http_5xx", "dependency", "queue_full")
 
 
 def error(kind: str) -> None:
