@@ -259,3 +259,13 @@ def stack(nats_url: str, shared_servers: dict[str, str], tmp_path_factory: pytes
     finally:
         for app in reversed(s.apps):
             app.stop()
+
+
+@pytest.fixture(scope="module")
+def seeded(stack: Stack) -> Stack:
+    """The stack with the repository's curriculum in MongoDB (idempotent: modules share the
+    database, and seeding an already seeded one changes nothing)."""
+    subprocess.run(
+        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
+    )
+    return stack

@@ -36,14 +36,6 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def seeded(stack: Stack) -> Stack:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
-    )
-    return stack
-
-
-@pytest.fixture(scope="module")
 def runner(seeded: Stack) -> Iterator[object]:
     app = seeded.runner()
     yield app

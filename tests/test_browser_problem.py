@@ -11,8 +11,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -43,11 +41,8 @@ WRONG = 'name = input()\nprint("Hello " + name)\n'
 
 
 @pytest.fixture(scope="module")
-def graded_stack(stack: Stack) -> Stack:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
-    )
-    return stack
+def graded_stack(seeded: Stack) -> Stack:
+    return seeded
 
 
 @pytest.fixture(scope="module")

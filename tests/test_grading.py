@@ -29,11 +29,8 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
-def graded_stack(stack: Stack) -> Stack:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
-    )
-    return stack
+def graded_stack(seeded: Stack) -> Stack:
+    return seeded
 
 
 @pytest.fixture(scope="module")

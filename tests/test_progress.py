@@ -35,14 +35,6 @@ HELLO = files.load().problems[0]  # 101, "Say hello"
 
 
 @pytest.fixture(scope="module")
-def seeded(stack: Stack) -> Stack:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
-    )
-    return stack
-
-
-@pytest.fixture(scope="module")
 def runner(seeded: Stack):
     app = seeded.runner()
     yield app

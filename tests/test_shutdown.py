@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -20,7 +18,7 @@ from curriculum import files
 from local import embedded
 from schemas import subjects
 from schemas.executions import ExecutionStarted
-from tests.conftest import ROOT, App, Stack, wait_for, wait_ready
+from tests.conftest import App, Stack, wait_for, wait_ready
 from tests.helpers import json_lines, read_events, stored_messages
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +26,6 @@ pytestmark = pytest.mark.e2e
 HELLO = files.load().problems[0]
 # Long enough to be running when the signal comes, short enough for the test.
 SLOW = "import time\nfor i in range(4):\n    print(i, flush=True)\n    time.sleep(0.4)\n"
-
-
-@pytest.fixture(scope="module")
-def seeded(stack: Stack) -> Stack:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
-    )
-    return stack
 
 
 def _stop_with_sigterm(app: App, within: float) -> float:
