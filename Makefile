@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/sandbox_latency.py
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/progress.py
+	$(BIN)/python bench/observability.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -9,8 +9,9 @@ with RUNNER_CONCURRENCY=2:
 - ``on``: the runner and every consumer serve /metrics on their own METRICS_PORT, and every process
   exports its spans over OTLP/HTTP (BatchSpanProcessor) to a small receiver in this process, which
   decodes each request and counts the spans; a scraper thread GETs every /metrics endpoint of the
-  stack (the gateway's too) once a second, as Prometheus would (deploy/prometheus scrapes every
-  5 s locally, every 15 s in compose). The span exporter keeps its defaults (a batch every 5 s).
+  stack (the gateway's too) every ``--scrape-interval`` seconds (default 5, what
+  deploy/prometheus/local.yml does; compose scrapes every 15 s; 1 s is the harshest case). The
+  span exporter keeps its defaults (a batch every 5 s).
 
 Then rounds alternate between the two stacks, off, on, on, off, off, on, ... (ABBA), so that the
 load of everything else on the machine, and its drift, hits both modes alike; the idle other stack
@@ -418,8 +419,8 @@ class Stack:
         self.servers: list[subprocess.Popen[bytes]] = []
         self.server_pids: dict[str, int] = {}
         self.procs = Processes()
-        self.port = embedded.free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.base_url = ""
         self.env: dict[str, str] = {}
         self.headers: dict[str, str] = {}
 
@@ -432,6 +433,9 @@ class Stack:
             urls[spec.name] = spec.url
             self.server_pids[spec.name] = proc.pid
         self.env = base_env(urls)
+        # Picked once the servers listen, so that none of them takes it meanwhile.
+        self.port = embedded.free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
         self.procs.start(self.env, self.logs, self.mode, on=self.mode == "on", otlp=otlp, port=self.port)
 
     def wait_ready(self, warmup: int, clients: int) -> None:
@@ -628,6 +632,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (threads)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per mode")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured jobs per stack before the rounds")
+    parser.add_argument("--scrape-interval", type=float, default=5.0, help="seconds between scrapes")
     parser.add_argument("--keep-logs", type=Path, help="on an error, copy the processes' logs to this folder")
     args = parser.parse_args()
     modes = [ORDER[i % len(ORDER)] for i in range(2 * args.rounds)]
@@ -640,7 +645,7 @@ def main() -> int:
                 stack.start(receiver.url)
             for stack in stacks.values():
                 stack.wait_ready(args.warmup, args.clients)
-            scraper = Scraper(stacks["on"].procs.metrics_urls)
+            scraper = Scraper(stacks["on"].procs.metrics_urls, args.scrape_interval)
             scraper.start()
             all_pids = {**stacks["off"].pids(), **stacks["on"].pids()}
             for number, mode in enumerate(modes, start=1):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis.asyncio as aioredis
 from beanie import init_beanie
@@ -89,6 +90,14 @@ class GatewayRequest(Request):
             raise InvalidRequest("the body's JSON is nested too deeply") from None
 
 
+def route_span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """``{method} {route template}`` (semantic conventions): a span name never carries a job or
+    problem id (Litestar's default names spans after the raw path)."""
+    route = scope.get("path_template") or scope.get("path", "")
+    method = str(scope.get("method", ""))
+    return f"{method} {route}".strip(), {"http.route": route}
+
+
 def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -165,7 +174,16 @@ def create_app(settings: GatewaySettings) -> Litestar:
         ],
         lifespan=[lifespan],
         on_startup=[document_problems],
-        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["send"]))],
+        # No span per SSE chunk or body read, nor per scrape or probe (they would be most spans).
+        plugins=[
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(
+                    exclude_spans=["send", "receive"],
+                    exclude=["^/metrics$", "^/health$", "^/ready$"],
+                    scope_span_details_extractor=route_span_details,
+                )
+            )
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=GatewayRequest,
         middleware=[ApiQuotaMiddleware(settings), prometheus.middleware],

@@ -88,7 +88,8 @@ def export_gauges(settings: RunnerSettings, sandbox: PooledSandbox, runner: Runn
 
 
 async def serve(settings: RunnerSettings) -> None:
-    tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint)
+    # Its only forks exec bwrap at once: no after-fork hooks (see setup_tracing).
+    tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint, fork_hooks=False)
     metrics.set_process("runner")
     sandbox = build_sandbox(settings)
     # Refuse to start without a working sandbox: there is no unsandboxed mode.

@@ -135,10 +135,12 @@ def test_each_process_exports_what_it_did(stack: Stack) -> None:
         assert "coderunner_queue_depth" not in at_runner and "coderunner_sse_connections" not in at_runner
 
         def gateway_counted() -> dict[str, float] | None:
+            # Sampled every 5 s: the runner's durable exists only since this test's runner started.
             now = _scrape(f"{stack.base_url}/metrics")
-            return now if now.get("coderunner_daily_submissions", 0) >= 2 else None
+            sampled = 'coderunner_consumer_pending{consumer="runner",stream="SUBMISSIONS"}' in now
+            return now if sampled and now.get("coderunner_daily_submissions", 0) >= 2 else None
 
-        after = wait_for(gateway_counted, 10, what="the daily count sampled")
+        after = wait_for(gateway_counted, 20, what="the daily count and the runner's backlog sampled")
         assert isinstance(after, dict)
         key = 'coderunner_submissions_total{mode="run"}'
         assert after[key] - before.get(key, 0) == 2
