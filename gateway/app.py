@@ -21,6 +21,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
+from opentelemetry import trace
 from pymongo import AsyncMongoClient
 
 from bus import client, streams
@@ -91,11 +92,19 @@ class GatewayRequest(Request):
 
 
 def route_span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    """``{method} {route template}`` (semantic conventions): a span name never carries a job or
-    problem id (Litestar's default names spans after the raw path)."""
-    route = scope.get("path_template") or scope.get("path", "")
-    method = str(scope.get("method", ""))
-    return f"{method} {route}".strip(), {"http.route": route}
+    """The server span's name when it starts, before routing: the method alone (semantic
+    conventions, when the route is not known). Litestar's default is the raw path, which would
+    put job and problem ids in span names; :func:`name_span_after_route` names it once routed."""
+    return str(scope.get("method", "HTTP")), {}
+
+
+async def name_span_after_route(request: Request) -> None:
+    """``{method} {route template}``, e.g. ``GET /execution/result/{job_id:str}/events``."""
+    route = request.scope.get("path_template")
+    if route:
+        span = trace.get_current_span()
+        span.update_name(f"{request.method} {route}")
+        span.set_attribute("http.route", route)
 
 
 def create_app(settings: GatewaySettings) -> Litestar:
@@ -174,6 +183,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         ],
         lifespan=[lifespan],
         on_startup=[document_problems],
+        before_request=name_span_after_route,
         # No span per SSE chunk or body read, nor per scrape or probe (they would be most spans).
         plugins=[
             OpenTelemetryPlugin(
