@@ -298,4 +298,6 @@ def main() -> None:
                 finally:
                     self._captured_signals.clear()
 
-    asyncio.run(Server(config).serve())
+    # run(), not asyncio.run(serve()): uvicorn then picks its loop (uvloop, installed with
+    # litestar[standard]); asyncio.run() gave the default loop, whose socket writes led the profile.
+    Server(config).run()
