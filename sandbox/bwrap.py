@@ -322,8 +322,10 @@ class BwrapInstance:
         slot: cgroups.CgroupSlot | None,
         release_uid: Callable[[], None],
         config: BwrapConfig | None = None,
+        orphans: Orphans | None = None,
     ) -> None:
         self.proc = proc
+        self.orphans = orphans or Orphans(None)
         self.status_fd = status_fd
         self.slot = slot
         self.config = config or BwrapConfig()
@@ -433,8 +435,10 @@ class BwrapInstance:
         with contextlib.suppress(OSError):
             os.close(self.status_fd)
         self.proc.close()
-        if self.child_pid is not None:
-            await _reap(self.child_pid)
+        if self.proc.returncode is not None:
+            self.orphans.tracked.discard(self.proc.pid)
+        if self.child_pid is None or not await _reap(self.child_pid):
+            self.orphans.expect()  # bwrap died before naming its child, or the child is slow to die
         if self.slot:
             await asyncio.to_thread(self.slot.remove)
         self._release_uid()
@@ -457,6 +461,8 @@ class BwrapBackend:
             range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids)
         )
         _become_subreaper()
+        uids = range(self.config.host_uid_base, self.config.host_uid_base + self.config.host_uids)
+        self.orphans = Orphans(uids if self._as_root else None)
         self._seccomp = seccomp_program("outer") if self.config.seccomp else None
         self._cgroups: cgroups.Cgroups | None = None
         self.cgroups_why_not = "switched off (SANDBOX_CGROUPS=off)"
@@ -497,6 +503,7 @@ class BwrapBackend:
         }
 
     async def close(self) -> None:
+        await self.orphans.collect()
         if self._cgroups is not None:
             self._cgroups.close()
 
@@ -598,6 +605,8 @@ class BwrapBackend:
                 raise SandboxFailure("no free sandbox uid (raise host_uids)")
             host_uid = self._free_uids.popleft()
         self._counter += 1
+        if self.orphans.watching:
+            self.orphans.sweep()
         slot = self._cgroups.create(f"s{self._counter}") if self._cgroups else None
 
         def release_uid() -> None:
@@ -628,9 +637,12 @@ class BwrapBackend:
             # Cancelled while Popen ran in its thread: let it finish, then kill what it started.
             with contextlib.suppress(BaseException):
                 started = await starting
+                self.orphans.tracked.add(started.pid)
+                self.orphans.expect()  # its inner process may have started: nobody knows its pid
                 BwrapInstance(started, status_r, slot, release_uid, self.config).kill_sync()
                 await started.wait()
                 started.close()
+                self.orphans.tracked.discard(started.pid)
             os.close(status_r)
             if slot:
                 slot.remove()
@@ -642,7 +654,8 @@ class BwrapBackend:
             os.close(status_w)
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
-        instance = BwrapInstance(proc, status_r, slot, release_uid, self.config)
+        self.orphans.tracked.add(proc.pid)
+        instance = BwrapInstance(proc, status_r, slot, release_uid, self.config, self.orphans)
         try:
             assert proc.stdout is not None and proc.stderr is not None
             marker = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), SPAWN_TIMEOUT)
@@ -661,7 +674,7 @@ class BwrapBackend:
         return instance
 
 
-async def _reap(pid: int, within: float = 2.0) -> None:
+async def _reap(pid: int, within: float = 2.0) -> bool:
     """Collect bwrap's inner process (pid 1 of the sandbox), orphaned when the outer bwrap exits.
 
     The runner is a child subreaper, so the orphan becomes its child. Left to a lazy init it would
@@ -672,10 +685,76 @@ async def _reap(pid: int, within: float = 2.0) -> None:
         try:
             reaped, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
         except ChildProcessError:
-            return  # not ours (already collected, or no subreaper here)
+            return True  # not ours (already collected, or no subreaper here)
         if reaped:
-            return
+            return True
         await asyncio.sleep(0.005)
+    return False
+
+
+class Orphans:
+    """Sandbox processes re-parented to the runner (a child subreaper) that nobody else waits for.
+
+    bwrap's inner process becomes the runner's child when the outer bwrap dies first. Its pid is
+    known when bwrap reported it, and :func:`_reap` collects it; when it is not (a sandbox killed
+    while starting, a slow death under load), this finds them by uid: as root every sandbox runs
+    as a host uid of the backend's range, and the outer bwrap processes still owed a ``wait`` are
+    tracked so that only true orphans are collected. Unreaped, each would stay a zombie and count
+    against RLIMIT_NPROC of the uid the next sandbox reuses, and outlive a runner that exits.
+    """
+
+    WATCH_SECONDS = 30.0
+
+    def __init__(self, uids: range | None) -> None:
+        self.uids = uids  # None when not root: the uid tells nothing, only known pids are reaped
+        self.tracked: set[int] = set()
+        self._watch_until = 0.0
+
+    def expect(self) -> None:
+        """One may exist now or soon: look on the next sweeps."""
+        self._watch_until = time.monotonic() + self.WATCH_SECONDS
+
+    @property
+    def watching(self) -> bool:
+        return time.monotonic() < self._watch_until
+
+    def sweep(self, *, kill: bool = False) -> int:
+        """Collect orphaned zombies (killing live orphans first if ``kill``); return how many live."""
+        if self.uids is None:
+            return 0
+        me, alive = os.getpid(), 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) in self.tracked:
+                continue
+            pid = int(entry.name)
+            try:
+                if entry.stat().st_uid not in self.uids:
+                    continue
+                stat = Path(f"/proc/{pid}/stat").read_bytes()
+            except OSError:
+                continue
+            state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
+            if int(ppid) != me:
+                continue
+            if state != b"Z":
+                alive += 1
+                if kill:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        return alive
+
+    async def collect(self, within: float = 2.0) -> None:
+        """At close: kill and collect every orphan, waiting a little for the dying."""
+        if not self.watching:
+            return
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.sweep(kill=True):
+                return
+            await asyncio.sleep(0.02)  # the killed take a moment to become zombies
 
 
 @functools.cache

@@ -157,3 +157,34 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def _orphans_of_this_process(uids: range) -> list[str]:
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+            if int(ppid) == me and entry.stat().st_uid in uids:
+                found.append(f"{entry.name} ({state})")
+    return found
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="per-sandbox host uids are used only by a root runner")
+async def test_sandboxes_killed_while_starting_leave_no_zombie() -> None:
+    # A runner refusing to start, or shutting down, cancels sandboxes half-started: bwrap dies
+    # before naming its inner process, which is re-parented here. Uncollected, it stays a zombie
+    # of a sandbox uid (counted against RLIMIT_NPROC when the uid is reused) and outlives the runner.
+    backend = BwrapBackend(BwrapConfig(cgroups="off", host_uid_base=61_000, host_uids=64))
+    uids = range(61_000, 61_064)
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12):
+        starting = asyncio.create_task(backend.spawn())
+        await asyncio.sleep(delay)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            instance = await starting
+            await instance.destroy()
+    await backend.close()
+    assert _orphans_of_this_process(uids) == []
