@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench examples
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench load examples
 
-.PHONY: install up test lint format bench clean web
+.PHONY: install up test lint format bench load clean web
 
 # Exact versions from requirements.lock; the project itself is installed editable on top.
 $(STAMP): pyproject.toml requirements.lock
@@ -45,6 +45,11 @@ bench: install
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/progress.py
 	$(BIN)/python bench/observability.py
+
+# One load scenario (load/scenarios.py) against a stack started for it; results in .data/load/.
+SCENARIO ?= normal
+load: install
+	$(BIN)/python -m load.run $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -32,10 +32,8 @@ from schemas.submissions import SubmissionRequested, submission_decoder
 log = logging.getLogger(__name__)
 
 
-async def job_events(
-    js: JetStreamContext, job_id: str, after_seq: int = 0
-) -> AsyncIterator[tuple[int, ExecutionEvent]]:
-    """Stored execution events of one job, in order, read with direct gets by subject.
+async def job_messages(js: JetStreamContext, job_id: str, after_seq: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+    """Stored execution events of one job, raw, in order, read with direct gets by subject.
 
     Stateless (no consumer is created), so it suits one-off reads such as ``GET /result``.
     """
@@ -47,13 +45,19 @@ async def job_events(
         except NotFoundError:
             return
         assert raw.seq is not None and raw.data is not None
-        try:
-            event = execution_decoder.decode(raw.data)
-        except msgspec.DecodeError:
-            log.error("undecodable event at %s seq %s skipped", streams.EXECUTIONS, raw.seq)
-        else:
-            yield raw.seq, event
+        yield raw.seq, raw.data
         seq = raw.seq + 1
+
+
+async def job_events(
+    js: JetStreamContext, job_id: str, after_seq: int = 0
+) -> AsyncIterator[tuple[int, ExecutionEvent]]:
+    """Stored execution events of one job, decoded (see :func:`job_messages`)."""
+    async for seq, data in job_messages(js, job_id, after_seq):
+        try:
+            yield seq, execution_decoder.decode(data)
+        except msgspec.DecodeError:
+            log.error("undecodable event at %s seq %s skipped", streams.EXECUTIONS, seq)
 
 
 async def fold_job(js: JetStreamContext, job_id: str) -> JobResult:

@@ -36,6 +36,7 @@ from gateway.dependencies import Services, store_services
 from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, document_problems
 from gateway.executions.backlog import Backlog
 from gateway.executions.controller import ExecutionController
+from gateway.executions.live import LiveEvents
 from gateway.executions.service import ExecutionService
 from gateway.ops import Metrics, health, moved, ready
 from gateway.problems.controller import ProblemController
@@ -119,6 +120,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
         sampler = Sampler(js, redis)
+        live = LiveEvents(js)
         try:
             await streams.provision(js, settings.bus_limits())
             # The URI may name the database; "coderunner" otherwise (as `coderunner seed` does).
@@ -132,6 +134,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             db = mongo.get_default_database(DATABASE)
             backlog.start()
             sampler.start()
+            await live.start()
             # In field order: settings, the clients, then the services built on them.
             services = Services(
                 settings,
@@ -144,7 +147,15 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 AccountService(settings, tokens, redis),
                 problems,
                 ExecutionService(
-                    js, redis, settings, tokens=tokens, quotas=quotas, backlog=backlog, problems=problems, db=db
+                    js,
+                    redis,
+                    settings,
+                    tokens=tokens,
+                    quotas=quotas,
+                    backlog=backlog,
+                    problems=problems,
+                    db=db,
+                    live=live,
                 ),
                 ProgressService(js, redis, db, CurriculumStore()),
             )
@@ -155,6 +166,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             app.state.drain = lambda: loop.call_soon_threadsafe(services.executions.draining.set)
             yield
         finally:
+            await live.stop()
             await sampler.stop()
             await backlog.stop()
             await client.close(nc)

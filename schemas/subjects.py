@@ -51,6 +51,14 @@ def executions_of(job_id: str) -> str:
     return f"{PREFIX}.executions.{_token(job_id)}.*"
 
 
+def job_of_execution(subject: str) -> str | None:
+    """The job id in an execution event's subject (None for any other subject)."""
+    parts = subject.split(".")
+    if len(parts) != 5 or f"{parts[0]}.{parts[1]}" != PREFIX or parts[2] != "executions":
+        return None
+    return parts[3]
+
+
 def of_kind(job_id: str, event_type: type[ExecutionEvent]) -> str:
     """The subject of one job's events of one type (e.g. its ``finished`` event)."""
     return f"{PREFIX}.executions.{_token(job_id)}.{kind(event_type)}"

@@ -307,19 +307,25 @@ def test_concurrent_streams_are_capped_per_job_and_per_user(stack: Stack) -> Non
         wait_for(reopened, 5, what="a slot freed")
 
 
-def _consumers_for(nats_url: str, job_id: str) -> int:
-    async def count() -> int:
+def _execution_consumers(nats_url: str) -> list[str]:
+    """The filter subject of every consumer on EXECUTIONS."""
+
+    async def filters() -> list[str]:
         nc = await nats.connect(nats_url)
         try:
             infos = await nc.jetstream().consumers_info(streams.EXECUTIONS)
-            return sum(1 for i in infos if i.config.filter_subject == subjects.executions_of(job_id))
+            return sorted(str(i.config.filter_subject) for i in infos)
         finally:
             await nc.close()
 
-    return asyncio.run(count())
+    return asyncio.run(filters())
 
 
-def test_closed_streams_leave_no_consumers(stack: Stack, nats_url: str) -> None:
+def test_open_streams_share_the_gateways_one_subscription(stack: Stack, nats_url: str) -> None:
+    # A consumer per open stream cost two server round trips and server state per job (issue 14):
+    # the gateway reads live events once and fans them out; opening streams creates no consumer.
+    before = _execution_consumers(nats_url)
+    assert subjects.EXECUTIONS_ALL in before  # the gateway's one
     with stack.client() as c:
         job = c.post("/execution/submit", json={"code": "print(1)"}).json()
         with contextlib.ExitStack() as open_streams:
@@ -328,9 +334,9 @@ def test_closed_streams_leave_no_consumers(stack: Stack, nats_url: str) -> None:
                 res = open_streams.enter_context(c.stream("GET", job["eventsUrl"]))
                 assert res.status_code == 200
                 readers.append(res.iter_raw())  # (a dropped iterator closes its response)
-                next(readers[-1])  # the first heartbeat: the consumer exists
-            assert _consumers_for(nats_url, job["jobId"]) == 3
-    wait_for(lambda: _consumers_for(nats_url, job["jobId"]) == 0, 5, what="consumers deleted")
+                next(readers[-1])  # the first heartbeat: the stream is open
+            assert _execution_consumers(nats_url) == before
+            assert not any(job["jobId"] in f for f in _execution_consumers(nats_url))
 
 
 def _closed_within(url: str, data: bytes, timeout: float) -> float:

@@ -21,13 +21,11 @@ import anyio
 import msgspec
 import redis.asyncio as aioredis
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from bus import client, history, streams
+from bus import client, history
 from consumers.caching import cache_key
 from curriculum.model import GradingMode
 from gateway import activity
@@ -41,6 +39,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.executions.backlog import Backlog
+from gateway.executions.live import Delivery, LiveEvents
 from gateway.executions.models import GradeRequest, JobPage, JobSummary, SubmitRequest
 from gateway.executions.slots import StreamSlot, StreamSlots
 from gateway.guards import can_read
@@ -102,8 +101,11 @@ class ExecutionService:
         backlog: Backlog,
         problems: ProblemService | None = None,
         db: AsyncDatabase[dict[str, Any]] | None = None,
+        live: LiveEvents | None = None,
     ) -> None:
         self.js = js
+        # The one subscription that feeds every open event stream of this process.
+        self.live = live or LiveEvents(js)
         self.redis = redis
         self.settings = settings
         self.tokens = tokens
@@ -342,39 +344,46 @@ class ExecutionService:
         return principal.user_id
 
     async def open_events(self, job_id: str, after_seq: int, *, reader: str) -> AsyncIterator[StreamItem]:
-        """Take a stream slot and subscribe now (so a refusal or an outage is still an HTTP answer);
-        the iterator then yields the job's events after ``after_seq``, live, then its final result.
+        """Take a stream slot and read what the job has stored so far (so a refusal or an outage is
+        still an HTTP answer); the iterator then yields the job's events after ``after_seq``, the
+        stored ones then the live ones, then its final result.
 
-        An ordered consumer replays the job's subject from the start: events up to ``after_seq`` are
-        folded (so ``done`` is complete after a resume) but not sent again. When the iterator ends,
-        however it ends (the client went away, above all), the consumer is deleted on the server and
-        the slot released.
+        Live events come from this process's one subscription (:class:`LiveEvents`), registered
+        before the stored ones are read, so none falls between the two. Events up to
+        ``after_seq`` are folded (so ``done`` is complete after a resume) but not sent again.
         """
         slot = await self.stream_slots.acquire(reader, job_id)
+        live = self.live.listen(job_id)
         try:
             with _bus_errors("the event stream is unavailable"):
-                sub = await self.js.subscribe(
-                    subjects.executions_of(job_id),
-                    stream=streams.EXECUTIONS,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.ALL,
-                    # Only a backstop: the consumer is deleted when the stream ends.
-                    config=ConsumerConfig(inactive_threshold=60.0),
-                )
+                stored = [m async for m in history.job_messages(self.js, job_id)]
         except BaseException:
+            self.live.forget(job_id, live)
             await self.stream_slots.release(slot)
             raise
-        return self._events(job_id, after_seq, sub, slot)
+        return self._events(job_id, after_seq, stored, live, slot)
 
     async def _events(
-        self, job_id: str, after_seq: int, sub: JetStreamContext.PushSubscription, slot: StreamSlot
+        self,
+        job_id: str,
+        after_seq: int,
+        stored: list[Delivery],
+        live: asyncio.Queue[Delivery],
+        slot: StreamSlot,
     ) -> AsyncIterator[StreamItem]:
         result = JobResult(job_id=job_id)
         renew_every = min(self.settings.sse_heartbeat_seconds, slot.lease_ms / 3000)
         slot.renewed_at = time.monotonic()
         metrics.SSE_CONNECTIONS.inc()
         draining = asyncio.ensure_future(self.draining.wait())
+        receiving: asyncio.Future[Delivery] | None = None
         try:
+            for seq, data in stored:
+                result, item = _fold(result, seq, data, after_seq)
+                if item is not None:
+                    yield item
+                if result.terminal:
+                    break
             while not result.terminal:
                 if time.monotonic() - slot.renewed_at >= renew_every:
                     try:
@@ -382,52 +391,55 @@ class ExecutionService:
                     except Exception as exc:  # a lapsed lease only frees the slot early
                         log.warning("stream slot renewal failed: %s", exc)
                     slot.renewed_at = time.monotonic()
-                receiving = asyncio.ensure_future(sub.next_msg(timeout=self.settings.sse_heartbeat_seconds))
-                await asyncio.wait({receiving, draining}, return_when=asyncio.FIRST_COMPLETED)
+                receiving = asyncio.ensure_future(live.get())
+                await asyncio.wait(
+                    {receiving, draining},
+                    timeout=self.settings.sse_heartbeat_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if not receiving.done():
-                    # This gateway is shutting down: the client reconnects (Last-Event-ID) to
-                    # another replica and misses nothing.
                     receiving.cancel()
-                    yield StreamItem(kind="reconnect")
-                    return
-                try:
-                    msg = receiving.result()
-                except NatsTimeoutError:
+                    if draining.done():
+                        # This gateway is shutting down: the client reconnects (Last-Event-ID) to
+                        # another replica and misses nothing.
+                        yield StreamItem(kind="reconnect")
+                        return
                     yield StreamItem(kind="heartbeat")
                     continue
-                seq = msg.metadata.sequence.stream
-                try:
-                    event = execution_decoder.decode(msg.data)
-                except msgspec.DecodeError:
-                    log.error("undecodable event %s seq %d skipped", msg.subject, seq)
-                    continue
-                result = history.apply(result, event, seq)
-                # An allow-list: internal events (a hidden test's observation) never reach a student.
-                if seq > after_seq and event_kind(event) in STUDENT_KINDS:
-                    yield StreamItem(kind="event", seq=seq, name=event_kind(event), data=msg.data)
+                seq, data = receiving.result()
+                if seq <= result.last_seq:
+                    continue  # also read from the store: the overlap of the two reads
+                result, item = _fold(result, seq, data, after_seq)
+                if item is not None:
+                    yield item
             yield StreamItem(kind="done", data=msgspec.json.encode(result))
         finally:
+            if receiving is not None:
+                receiving.cancel()
             draining.cancel()
+            self.live.forget(job_id, live)
             metrics.SSE_CONNECTIONS.dec()
             # The response's task group is cancelled when the client goes away, and anyio cancels
-            # every await in it again: shield the clean-up, or it never reaches the server.
+            # every await in it again: shield the clean-up, or it never reaches Redis.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._close_stream(sub, slot)
+                try:
+                    await self.stream_slots.release(slot)
+                except Exception as exc:  # the lease runs out on its own
+                    log.debug("stream slot release failed: %s", exc)
 
-    async def _close_stream(self, sub: JetStreamContext.PushSubscription, slot: StreamSlot) -> None:
-        # nats-py's unsubscribe leaves the consumer to its inactive threshold; delete it now. (The
-        # ordered consumer may have been re-created under another name: _consumer is the current.)
-        consumer = getattr(sub, "_consumer", None)
-        try:
-            await sub.unsubscribe()
-            if consumer:
-                await self.js.delete_consumer(streams.EXECUTIONS, consumer)
-        except Exception as exc:  # it expires on its own after the inactive threshold
-            log.debug("stream clean-up failed: %s", exc)
-        try:
-            await self.stream_slots.release(slot)
-        except Exception as exc:  # the lease runs out on its own
-            log.debug("stream slot release failed: %s", exc)
+
+def _fold(result: JobResult, seq: int, data: bytes, after_seq: int) -> tuple[JobResult, StreamItem | None]:
+    """Fold one stored event into the result; the SSE item to send for it, if any."""
+    try:
+        event = execution_decoder.decode(data)
+    except msgspec.DecodeError:
+        log.error("undecodable event seq %d of job %s skipped", seq, result.job_id)
+        return result, None
+    result = history.apply(result, event, seq)
+    # An allow-list: internal events (a hidden test's observation) never reach a student.
+    if seq > after_seq and event_kind(event) in STUDENT_KINDS:
+        return result, StreamItem(kind="event", seq=seq, name=event_kind(event), data=data)
+    return result, None
 
 
 def _check_same_payload(stored: SubmissionRequested, request: SubmitRequest | GradeRequest) -> None:
