@@ -2,7 +2,7 @@
 ``done`` still arrives quickly while they are open.
 
 Starts the whole stack in a temporary folder with the stream limits raised (this measures the
-gateway, not the per-user and per-job stream quotas) and 5 s heartbeats. One job that sleeps for
+gateway, not the per-user and per-job stream quotas) and the default 15 s heartbeats. One job that sleeps for
 ten minutes is the job every held stream follows. A separate process opens ``--streams``
 connections to its event stream (plain sockets, a few at a time) and counts the heartbeats each
 one receives. While they are open, this process submits trivial jobs one after another and times
@@ -38,7 +38,7 @@ from local import embedded
 from local.lifetimes import die_with_parent
 from local.supervisor import Stack
 
-HEARTBEAT_SECONDS = 5
+HEARTBEAT_SECONDS = 15  # the default: what production streams get
 
 
 # --- the client process ----------------------------------------------------------------------------
@@ -52,6 +52,7 @@ async def hold_streams(url: str, count: int) -> None:
     heartbeats = [0] * count
     status: list[str] = [""] * count
     writers: list[asyncio.StreamWriter] = []
+    samples: list[str] = []  # the first refusal's answer, as it came
 
     async def open_one(i: int) -> asyncio.StreamReader | None:
         try:
@@ -63,6 +64,10 @@ async def hold_streams(url: str, count: int) -> None:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
         first = await reader.readline()
         status[i] = first.decode(errors="replace").split(" ", 2)[1] if first else "closed"
+        if status[i] != "200":
+            if not samples:
+                samples.append((await reader.read(2000)).decode(errors="replace"))
+            return None
         return reader
 
     async def count_heartbeats(i: int, reader: asyncio.StreamReader) -> None:
@@ -87,7 +92,8 @@ async def hold_streams(url: str, count: int) -> None:
     for s in status:
         if s != "200":
             refused[s] = refused.get(s, 0) + 1
-    print(json.dumps({"open": len(ok), "refused": refused, "min_heartbeats": min(ok, default=0)}), flush=True)
+    summary = {"open": len(ok), "refused": refused, "min_heartbeats": min(ok, default=0), "sample": samples[:1]}
+    print(json.dumps(summary), flush=True)
 
 
 # --- the measuring process -------------------------------------------------------------------------
@@ -109,6 +115,9 @@ def done_latencies(client: httpx.Client, jobs: int) -> list[float]:
         res = client.post("/execution/submit", json={"code": f"print({i})"})
         res.raise_for_status()
         with connect_sse(client, "GET", res.json()["eventsUrl"]) as source:
+            if source.response.status_code != 200:
+                source.response.read()
+                raise SystemExit(f"event stream refused: {source.response.status_code} {source.response.text}")
             for sse in source.iter_sse():
                 if sse.event == "done":
                     break
@@ -171,11 +180,18 @@ def main() -> None:
                 holder.wait(30)
         finally:
             stack.stop()
+            log = Path(tmp) / "logs" / "gateway.log"
+            Path(tempfile.gettempdir(), "sse_capacity-gateway.log").write_text(log.read_text())
+            warnings = [line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
+            if warnings:
+                print(f"gateway warnings: {len(warnings)}; the last: {warnings[-1][:800]}")
     print(f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} python={platform.python_version()}")
     print(
         f"streams: {opened['open']} of {args.streams} open after {open_seconds:.1f} s; refused {final['refused']}; "
         f"fewest heartbeats on a stream: {final['min_heartbeats']} (every {HEARTBEAT_SECONDS} s)"
     )
+    if final["sample"]:
+        print(f"a refusal: {final['sample'][0][-600:]}")
     print(
         f"gateway RSS: {rss_before >> 20} MiB before, {rss_open >> 20} MiB with the streams open, "
         f"peak seen {rss_peak >> 20} MiB"

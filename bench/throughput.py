@@ -32,6 +32,7 @@ from httpx_sse import connect_sse
 
 from bench.common import percentile
 from curriculum.files import load as load_curriculum
+from load.run import Sampler
 from local import embedded
 from local.supervisor import Stack
 from sandbox.bwrap import find_python
@@ -119,8 +120,18 @@ def main() -> None:
                 assert done["grade"]["verdict"] == "ACCEPTED", done
 
             sustain(args.clients, 3, trivial)  # warm-up: imports, caches, connections
-            results = [("trivial `print(i)`: POST -> done", *sustain(args.clients, args.seconds, trivial))]
-            results.append(("graded, 10 tests: POST -> done", *sustain(args.clients, args.seconds, graded)))
+            pids = {spec.name: sup.proc.pid for spec, sup in stack.servers if sup.proc}
+            pids |= {app.name: app.proc.pid for app in stack.apps if app.proc}
+            results, usage = [], []
+            for name, work in (
+                ("trivial `print(i)`: POST -> done", trivial),
+                ("graded, 10 tests: POST -> done", graded),
+            ):
+                sampler = Sampler(pids, every=5)
+                sampler.start()
+                results.append((name, *sustain(args.clients, args.seconds, work)))
+                sampler.stop()
+                usage.append(sampler.usage)
             for c in http:
                 c.close()
         finally:
@@ -138,6 +149,11 @@ def main() -> None:
     trivial_rate = results[0][1] / results[0][2]
     bare_rate = results[2][1] / results[2][2]
     print(f"pipeline/bare ratio: {trivial_rate / bare_rate:.2f}")
+    # CPU per job, by process (the runner's includes its sandboxes): where the machine goes.
+    for (name, count, _, _), used in zip(results, usage, strict=False):
+        total = sum(u.cpu_seconds for u in used.values())
+        parts = ", ".join(f"{p} {u.cpu_seconds / count * 1000:.0f}" for p, u in used.items())
+        print(f"CPU ms per job, {name.split(':')[0]}: {total / count * 1000:.0f} = {parts}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ from telemetry.logs import register_settings_secrets
 from telemetry.setup import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
+
+# Connections to Redis per gateway process: quotas, slots and caches share them.
+REDIS_CONNECTIONS = 200
 STATIC = Path(__file__).parent / "static"
 DATABASE = "coderunner"
 
@@ -116,11 +119,23 @@ def create_app(settings: GatewaySettings) -> Litestar:
         # No reconnect buffer: a submission refused while NATS is down must not go out later.
         nc, js = await client.connect(settings.nats_url, "gateway", buffer_while_reconnecting=False)
         # Timeouts: a hung Redis is an outage answered 503 (gateway.errors), not a stalled request.
-        redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        # A blocking pool: redis-py's default pool refuses the 101st concurrent command at once
+        # ("Too many connections"), which thousands of open event streams renewing their slots
+        # reached (bench/sse_capacity.py); this one waits up to 5 s for a free connection.
+        redis = aioredis.Redis.from_pool(  # (from_pool: closing the client closes the pool)
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=5,
+                socket_connect_timeout=2,
+                socket_timeout=5,
+            )
+        )
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
         backlog = Backlog(js, settings.max_queue_depth)
         sampler = Sampler(js, redis)
         live = LiveEvents(js)
+        services: Services | None = None
         try:
             await streams.provision(js, settings.bus_limits())
             # The URI may name the database; "coderunner" otherwise (as `coderunner seed` does).
@@ -160,12 +175,15 @@ def create_app(settings: GatewaySettings) -> Litestar:
                 ProgressService(js, redis, db, CurriculumStore()),
             )
             store_services(app.state, services)
+            services.executions.stream_slots.start()
             loop = asyncio.get_running_loop()
             # Called from the signal handler (gateway.app.main): open event streams end with a
             # `reconnect` so that the server's graceful shutdown is not held up by them.
             app.state.drain = lambda: loop.call_soon_threadsafe(services.executions.draining.set)
             yield
         finally:
+            if services is not None:
+                await services.executions.stream_slots.stop()
             await live.stop()
             await sampler.stop()
             await backlog.stop()

@@ -46,7 +46,7 @@ from sandbox.base import (
     SandboxUnavailable,
     clamp,
 )
-from sandbox.executor import READY, harness_argv
+from sandbox.executor import HARNESS_PYC, READY, compiled_harness, harness_argv
 from sandbox.seccomp import program as seccomp_program
 from schemas.executions import StreamName
 from schemas.submissions import Limits, MiB
@@ -454,6 +454,7 @@ class BwrapBackend:
         self.bwrap = shared_bwrap(found) if self._as_root else found
         self.python = find_python(self.config.python)
         self._python_exists = Path(self.python).exists()
+        self._harness_pyc = compiled_harness(self.python) if self._python_exists else None
         self._root = _root_binds(self.python)
         self._masks = _proc_masks(_empty_dir() if self._as_root else None)
         # FIFO: a uid rests as long as possible before it is reused.
@@ -507,8 +508,10 @@ class BwrapBackend:
         if self._cgroups is not None:
             self._cgroups.close()
 
-    def _argv(self, status_fd: int, seccomp_fd: int | None) -> list[str]:
+    def _argv(self, status_fd: int, seccomp_fd: int | None, harness_fd: int | None = None) -> list[str]:
         seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
+        # The compiled harness, copied from a memfd into a read-only file: no host path involved.
+        harness = ["--ro-bind-data", str(harness_fd), HARNESS_PYC] if harness_fd is not None else []
         return [
             self.bwrap,
             "--unshare-all",  # net, pid, ipc, uts, cgroup, user
@@ -525,6 +528,7 @@ class BwrapBackend:
             # The harness is pid 1: every process of the job is its descendant, and none can signal it.
             "--as-pid-1",
             *self._root,
+            *harness,
             "--proc",
             "/proc",
             *self._masks,
@@ -563,7 +567,7 @@ class BwrapBackend:
             "LANG",
             "C.UTF-8",
             "--",
-            *harness_argv(self.python),
+            *harness_argv(self.python, compiled=harness_fd is not None),
         ]
 
     def _preexec(self, host_uid: int | None, slot: cgroups.CgroupSlot | None) -> Callable[[], None]:
@@ -614,15 +618,13 @@ class BwrapBackend:
                 self._free_uids.append(host_uid)
 
         status_r, status_w = os.pipe()
-        seccomp_fd = None
-        if self._seccomp is not None:
-            seccomp_fd = os.memfd_create("seccomp", 0)
-            os.write(seccomp_fd, self._seccomp)
-            os.lseek(seccomp_fd, 0, os.SEEK_SET)
+        seccomp_fd = _memfd("seccomp", self._seccomp) if self._seccomp is not None else None
+        harness_fd = _memfd("harness", self._harness_pyc) if self._harness_pyc is not None else None
+        passed = tuple(fd for fd in (status_w, seccomp_fd, harness_fd) if fd is not None)
         starting = asyncio.ensure_future(
             _start_process(
-                self._argv(status_w, seccomp_fd),
-                pass_fds=(status_w,) if seccomp_fd is None else (status_w, seccomp_fd),
+                self._argv(status_w, seccomp_fd, harness_fd),
+                pass_fds=passed,
                 preexec_fn=self._preexec(host_uid, slot),
                 start_new_session=True,
                 close_fds=True,
@@ -651,9 +653,8 @@ class BwrapBackend:
                 raise SandboxFailure(f"cannot start bwrap: {exc}") from exc
             raise
         finally:
-            os.close(status_w)
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            for fd in passed:
+                os.close(fd)
         self.orphans.tracked.add(proc.pid)
         instance = BwrapInstance(proc, status_r, slot, release_uid, self.config, self.orphans)
         try:
@@ -765,6 +766,13 @@ def _can_renice() -> bool:
             if line.startswith("CapEff:"):
                 return bool(int(line.split()[1], 16) & (1 << 23))
     return False
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _become_subreaper() -> None:

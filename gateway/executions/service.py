@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +113,7 @@ class ExecutionService:
         self.problems = problems
         # Stored results (the progress projection's): jobs older than the streams' retention.
         self.db = db
-        # A stream renews its lease at least every heartbeat; a dead replica's slots free up after it.
+        # Leases renewed together every third of a lease (slots.py); a dead replica's free up after one.
         self.stream_slots = StreamSlots(
             redis,
             per_user=settings.sse_max_streams_per_user,
@@ -372,8 +371,6 @@ class ExecutionService:
         slot: StreamSlot,
     ) -> AsyncIterator[StreamItem]:
         result = JobResult(job_id=job_id)
-        renew_every = min(self.settings.sse_heartbeat_seconds, slot.lease_ms / 3000)
-        slot.renewed_at = time.monotonic()
         metrics.SSE_CONNECTIONS.inc()
         draining = asyncio.ensure_future(self.draining.wait())
         receiving: asyncio.Future[Delivery] | None = None
@@ -385,12 +382,6 @@ class ExecutionService:
                 if result.terminal:
                     break
             while not result.terminal:
-                if time.monotonic() - slot.renewed_at >= renew_every:
-                    try:
-                        await self.stream_slots.renew(slot)
-                    except Exception as exc:  # a lapsed lease only frees the slot early
-                        log.warning("stream slot renewal failed: %s", exc)
-                    slot.renewed_at = time.monotonic()
                 receiving = asyncio.ensure_future(live.get())
                 await asyncio.wait(
                     {receiving, draining},
