@@ -45,6 +45,8 @@ bench: install
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/progress.py
 	$(BIN)/python bench/observability.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/sse_capacity.py
 
 # One load scenario (load/scenarios.py) against a stack started for it; results in .data/load/.
 SCENARIO ?= normal

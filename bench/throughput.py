@@ -12,6 +12,8 @@ per-user limits), then, for ``--seconds`` each:
    pipeline around the interpreter takes.
 
     .venv/bin/python bench/throughput.py [--clients 8] [--seconds 30] [--runners 1]
+
+``--runners 2`` starts a second runner process beside the stack's (the capacity model's check).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from bench.common import percentile
 from curriculum.files import load as load_curriculum
 from load.run import Sampler
 from local import embedded
-from local.supervisor import Stack
+from local.supervisor import Stack, Supervised
 from sandbox.bwrap import find_python
 
 GRADED_PROBLEM = 341
@@ -96,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--runners", type=int, default=1, help="runner processes (the stack starts one)")
     args = parser.parse_args()
     os.environ.update(EXEC_LIMIT_PER_MINUTE="1000000", EXEC_LIMIT_PER_DAY="1000000", API_LIMIT_PER_MINUTE="1000000")
     solution = next(p.solution for p in load_curriculum().problems if p.id == GRADED_PROBLEM)
@@ -107,6 +110,14 @@ def main() -> None:
             stack.start()
             if not stack.wait_ready():
                 raise SystemExit("stack did not become ready")
+            runner = next(a for a in stack.apps if a.name == "runner")
+            for n in range(2, args.runners + 1):
+                # Its own id, metrics port and sandbox uids (two runners must not share a uid).
+                env = dict(runner.env, METRICS_PORT=str(embedded.free_port()), RUNNER_ID=f"bench-runner-{n}")
+                env["SANDBOX_HOST_UID_BASE"] = str(60_000 + 100 * (n - 1))
+                extra = Supervised(f"runner-{n}", runner.argv, env, Path(tmp) / "logs" / f"runner-{n}.log")
+                stack.apps.append(extra)
+                extra.start()
             tokens = [sign_in(base) for _ in range(args.clients)]
             http = [httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {t}"}) for t in tokens]
 
@@ -143,7 +154,7 @@ def main() -> None:
 
         results.append(("bare `python3 -I -S -c 'print(1)'`", *sustain(args.clients, args.seconds, bare)))
     print(f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} python={platform.python_version()}")
-    print(f"{args.clients} clients, {args.seconds:.0f} s each")
+    print(f"{args.clients} clients, {args.seconds:.0f} s each, {args.runners} runner process(es)")
     for name, count, elapsed, latencies in results:
         print(line(name, count, elapsed, latencies))
     trivial_rate = results[0][1] / results[0][2]

@@ -132,7 +132,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             )
         )
         mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=3000)
-        backlog = Backlog(js, settings.max_queue_depth)
+        backlog = Backlog(js, settings.max_queue_depth, settings.max_queue_wait_seconds)
         sampler = Sampler(js, redis)
         live = LiveEvents(js)
         services: Services | None = None

@@ -32,6 +32,8 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     api_limit_per_minute: PositiveInt = 100
     # Submissions get 503 once the runners' backlog (pending + in flight) reaches this.
     max_queue_depth: PositiveInt = 200
+    # Also 503 (Retry-After) when the queue would take longer than this to start a new job.
+    max_queue_wait_seconds: PositiveFloat = 10.0
     max_code_bytes: PositiveInt = 64 * 1024
     max_stdin_bytes: PositiveInt = 64 * 1024
     sse_heartbeat_seconds: PositiveFloat = 15.0

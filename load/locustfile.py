@@ -92,6 +92,7 @@ class Ledger:
         self.owners: dict[str, Student] = {}  # job id -> the student who may read it (checks at the end)
         self.answers: Counter[str] = Counter()  # "POST /execution/submit 202"
         self.refused: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # no HTTP answer at all: what the client saw
 
     def write(self, path: str, checked: dict[str, Any]) -> None:
         data = {
@@ -99,6 +100,7 @@ class Ledger:
             "jobs": [asdict(j) for j in self.jobs.values()],
             "answers": dict(self.answers),
             "refused": dict(self.refused),
+            "errors": dict(self.errors),
             "end_check": checked,
         }
         with open(path, "w") as f:
@@ -153,6 +155,8 @@ class Student(HttpUser):
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         with self.client.request(method, path, name=name, json=json, headers=headers, catch_response=True) as res:
             LEDGER.answers[f"{name} {res.status_code}"] += 1
+            if res.status_code == 0:
+                LEDGER.errors[f"{name}: {str(res.error)[:160]}"] += 1
             if res.status_code in expect:
                 res.success()
                 return res.json() if res.content else {}

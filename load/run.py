@@ -207,6 +207,7 @@ def summarize(sc: Scenario, workdir: Path, elapsed: float, sampler: Sampler, loc
         "error_rate": failures / requests_total if requests_total else None,
         "refused": refused,
         "answers": answers,
+        "client_errors": ledger.get("errors", {}) if ledger else {},
         "jobs": {
             "accepted": len(jobs),
             "done_on_stream": sum(1 for j in jobs if j["dones"]),

@@ -31,9 +31,13 @@ POLL_SECONDS = 1.0
 
 
 class Backlog:
-    def __init__(self, js: JetStreamContext, capacity: int) -> None:
+    def __init__(self, js: JetStreamContext, capacity: int, max_wait: float | None = None) -> None:
         self.js = js
         self.capacity = capacity
+        # Refuse, too, when the jobs waiting would take longer than this to start at the rate the
+        # runners are finishing them: a fixed depth cap alone let waits reach a minute on a busy
+        # small machine (200 jobs at 4.6 jobs/s, docs/benchmarks.md "Load scenarios").
+        self.max_wait = max_wait
         self.pending = 0
         self.in_flight = 0
         self.rate = 0.0  # jobs acknowledged per second, smoothed
@@ -55,7 +59,12 @@ class Backlog:
 
     @property
     def full(self) -> bool:
-        return self.admission_depth >= self.capacity
+        return self.admission_depth >= self.capacity or self.too_slow
+
+    @property
+    def too_slow(self) -> bool:
+        """The estimated wait is over ``max_wait`` (known only once the runners have finished jobs)."""
+        return self.max_wait is not None and self.rate > 0 and self.admission_depth / self.rate > self.max_wait
 
     def admit(self) -> None:
         """Reserve room for one submission, or raise 503 with an estimate of the wait."""
