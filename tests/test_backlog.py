@@ -13,7 +13,7 @@ from gateway.executions.backlog import Backlog
 def _backlog(*, capacity: int, max_wait: float | None, waiting: int, rate: float) -> Backlog:
     # The admission rule reads only the figures a refresh keeps: no JetStream call is made here.
     backlog = Backlog(cast(Any, None), capacity, max_wait)
-    backlog.pending, backlog.rate = waiting, rate
+    backlog.pending, backlog.rate, backlog.service_rate = waiting, rate, rate
     return backlog
 
 
@@ -33,3 +33,20 @@ def test_a_short_wait_and_an_unknown_rate_are_admitted() -> None:
     _backlog(capacity=200, max_wait=10, waiting=150, rate=0).admit()
     with pytest.raises(QueueFull):
         _backlog(capacity=200, max_wait=10, waiting=200, rate=0).admit()
+
+
+def test_the_wait_is_estimated_from_busy_intervals_only() -> None:
+    backlog = _backlog(capacity=200, max_wait=10, waiting=0, rate=0)
+    # A busy minute: jobs always waiting, the runners finish 5 a second.
+    backlog.pending = 20
+    for second in range(60):
+        backlog.observe(float(second), 5 * second)
+    assert round(backlog.service_rate, 1) == 5.0
+    # A quiet hour: nothing waits, nothing is finished; the demand rate falls, the capacity stays.
+    backlog.pending = 0
+    for second in range(60, 3660, 60):
+        backlog.observe(float(second), 300)
+    assert backlog.rate < 0.1 and round(backlog.service_rate, 1) == 5.0
+    # The first burst after it: 40 jobs take 8 s at 5 a second, so they are admitted.
+    backlog.pending = 40
+    backlog.admit()

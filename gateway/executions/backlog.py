@@ -41,6 +41,11 @@ class Backlog:
         self.pending = 0
         self.in_flight = 0
         self.rate = 0.0  # jobs acknowledged per second, smoothed
+        # The same, counted only over intervals that began with jobs waiting: what the runners can
+        # do, not what was asked of them (after a quiet spell ``rate`` is near 0 and would make
+        # the first burst look hours long).
+        self.service_rate = 0.0
+        self._busy = False
         self.updated_at = datetime.now(UTC)
         self._last_floor: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,7 +69,11 @@ class Backlog:
     @property
     def too_slow(self) -> bool:
         """The estimated wait is over ``max_wait`` (known only once the runners have finished jobs)."""
-        return self.max_wait is not None and self.rate > 0 and self.admission_depth / self.rate > self.max_wait
+        return (
+            self.max_wait is not None
+            and self.service_rate > 0
+            and self.admission_depth / self.service_rate > self.max_wait
+        )
 
     def admit(self) -> None:
         """Reserve room for one submission, or raise 503 with an estimate of the wait."""
@@ -113,13 +122,18 @@ class Backlog:
         self.in_flight = info.num_ack_pending or 0
         metrics.QUEUE_DEPTH.set(self.pending)
         metrics.QUEUE_IN_FLIGHT.set(self.in_flight)
-        now = time.monotonic()
-        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        self.observe(time.monotonic(), info.ack_floor.stream_seq if info.ack_floor else 0)
+        self.updated_at = datetime.now(UTC)
+
+    def observe(self, now: float, floor: int) -> None:
+        """Fold in the runner consumer's ack floor read at ``now`` (``pending`` already updated)."""
         if self._last_floor is not None and now > self._last_floor[0]:
             instant = (floor - self._last_floor[1]) / (now - self._last_floor[0])
             self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
+            if self._busy:
+                self.service_rate = instant if self.service_rate == 0 else 0.8 * self.service_rate + 0.2 * instant
         self._last_floor = (now, floor)
-        self.updated_at = datetime.now(UTC)
+        self._busy = self.pending > 0
 
     async def _poll(self) -> None:
         while True:
