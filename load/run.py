@@ -154,7 +154,9 @@ def _ms(row: dict[str, Any], column: str) -> float | None:
     return None if value in ("N/A", "", None) else float(value)
 
 
-def summarize(sc: Scenario, workdir: Path, elapsed: float, sampler: Sampler, locust_rc: int) -> dict[str, Any]:
+def summarize(
+    sc: Scenario, workdir: Path, elapsed: float, sampler: Sampler, locust_rc: int, commit: str = "?"
+) -> dict[str, Any]:
     stats = read_stats(workdir / "locust_stats.csv")
     ledger_path = workdir / "ledger.json"
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else None
@@ -198,7 +200,7 @@ def summarize(sc: Scenario, workdir: Path, elapsed: float, sampler: Sampler, loc
         "scenario": sc.name,
         "description": sc.description,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": commit,
         "machine": f"{platform.node()} {platform.machine()} cpus={os.cpu_count()} python={platform.python_version()}",
         "seconds": round(elapsed, 1),
         "peak_users": sc.peak_users,
@@ -251,11 +253,13 @@ def _by_kind(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _commit() -> str:
+    """The commit the run started from (+dirty when the working tree had changes)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "?"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
     except OSError:
         return "?"
+    return (head.stdout.strip() or "?") + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def report(result: dict[str, Any]) -> str:
@@ -296,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the JSON results")
     args = parser.parse_args(argv)
     sc = SCENARIOS[args.scenario]
+    commit = _commit()
     raise_open_files()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or ROOT / ".data" / "load" / f"{sc.name}-{stamp}.json"
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     if app.proc is not None:
                         pids[app.name] = app.proc.pid
             rc, elapsed, sampler = run_locust(sc, url, workdir, pids)
-            result = summarize(sc, workdir, elapsed, sampler, rc)
+            result = summarize(sc, workdir, elapsed, sampler, rc, commit)
             if result["problems"]:
                 print((workdir / "locust.log").read_text()[-3000:], file=sys.stderr)
         finally:
