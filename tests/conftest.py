@@ -269,3 +269,11 @@ def seeded(stack: Stack) -> Stack:
         [sys.executable, "-m", "cli", "seed"], env=stack.env, cwd=ROOT, check=True, capture_output=True, timeout=120
     )
     return stack
+
+
+@pytest.fixture(scope="module")
+def runner(seeded: Stack) -> Iterator[App]:
+    """One runner for the seeded stack's module (modules that need other runners start their own)."""
+    app = seeded.runner()
+    yield app
+    app.stop()

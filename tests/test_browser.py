@@ -36,13 +36,6 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def runner(seeded: Stack) -> Iterator[object]:
-    app = seeded.runner()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 

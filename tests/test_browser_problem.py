@@ -41,18 +41,6 @@ WRONG = 'name = input()\nprint("Hello " + name)\n'
 
 
 @pytest.fixture(scope="module")
-def graded_stack(seeded: Stack) -> Stack:
-    return seeded
-
-
-@pytest.fixture(scope="module")
-def runner(graded_stack: Stack):
-    app = graded_stack.runner()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
@@ -155,8 +143,8 @@ def no_horizontal_scroll(page: Page) -> None:
 # --- the page ----------------------------------------------------------------------------------------
 
 
-def test_statement_examples_and_a_keyboard_friendly_editor(graded_stack: Stack, browser: Browser) -> None:
-    with student(browser, graded_stack.base_url) as page:
+def test_statement_examples_and_a_keyboard_friendly_editor(seeded: Stack, browser: Browser) -> None:
+    with student(browser, seeded.base_url) as page:
         # The statement is Markdown, rendered (its code block is a <pre>).
         expect(page.locator(".pp-statement-text pre")).to_contain_text("Hello, Ada!")
         expect(page.locator(".pp-example")).to_have_count(3)
@@ -182,7 +170,7 @@ def test_statement_examples_and_a_keyboard_friendly_editor(graded_stack: Stack, 
         assert not page.csp_violations, page.csp_violations  # type: ignore[attr-defined]
 
 
-def test_run_with_input_shows_output_live(graded_stack: Stack, runner, browser: Browser, tmp_path: Path) -> None:
+def test_run_with_input_shows_output_live(seeded: Stack, runner, browser: Browser, tmp_path: Path) -> None:
     code = (
         "import time\n"
         "name = input()\n"
@@ -192,7 +180,7 @@ def test_run_with_input_shows_output_live(graded_stack: Stack, runner, browser: 
         '    print("tick", i, flush=True)\n'
     )
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        with student(browser, graded_stack.base_url, viewport) as page:
+        with student(browser, seeded.base_url, viewport) as page:
             set_code(page, code)
             page.fill("#pp-stdin", "Ada\n")
             page.click("#pp-run")
@@ -213,8 +201,8 @@ def test_run_with_input_shows_output_live(graded_stack: Stack, runner, browser: 
             assert not page.csp_violations  # type: ignore[attr-defined]
 
 
-def test_errors_are_text_and_on_stderr(graded_stack: Stack, runner, browser: Browser) -> None:
-    with student(browser, graded_stack.base_url) as page:
+def test_errors_are_text_and_on_stderr(seeded: Stack, runner, browser: Browser) -> None:
+    with student(browser, seeded.base_url) as page:
         set_code(page, "print('<b id=\"pwned\">bold</b>')\n1/0\n")
         page.click("#pp-run")
         wait_done(page)
@@ -224,11 +212,9 @@ def test_errors_are_text_and_on_stderr(graded_stack: Stack, runner, browser: Bro
         expect(page.locator("#pp-output .stderr")).to_contain_text("ZeroDivisionError")
 
 
-def test_check_examples_then_submit_wrong_then_right(
-    graded_stack: Stack, runner, browser: Browser, tmp_path: Path
-) -> None:
+def test_check_examples_then_submit_wrong_then_right(seeded: Stack, runner, browser: Browser, tmp_path: Path) -> None:
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        with student(browser, graded_stack.base_url, viewport) as page:
+        with student(browser, seeded.base_url, viewport) as page:
             rows = page.locator("#pp-tests > li")
             set_code(page, WRONG)
             # Check examples: the public tests only.
@@ -270,8 +256,8 @@ def test_check_examples_then_submit_wrong_then_right(
             assert not page.csp_violations  # type: ignore[attr-defined]
 
 
-def test_feedback_for_a_crash_names_the_line(graded_stack: Stack, runner, browser: Browser) -> None:
-    with student(browser, graded_stack.base_url) as page:
+def test_feedback_for_a_crash_names_the_line(seeded: Stack, runner, browser: Browser) -> None:
+    with student(browser, seeded.base_url) as page:
         set_code(page, 'name = input()\nprint("Hello, " + nam + "!")\n')
         page.click("#pp-submit")
         wait_done(page)
@@ -282,8 +268,8 @@ def test_feedback_for_a_crash_names_the_line(graded_stack: Stack, runner, browse
         expect(feedback.locator(".pp-feedback-code")).to_contain_text("nam")
 
 
-def test_code_is_kept_across_a_reload(graded_stack: Stack, browser: Browser) -> None:
-    with student(browser, graded_stack.base_url) as page:
+def test_code_is_kept_across_a_reload(seeded: Stack, browser: Browser) -> None:
+    with student(browser, seeded.base_url) as page:
         set_code(page, "print('kept for later')\n")
         key = f"cr:code:{PROBLEM}"
         assert page.evaluate(f"() => localStorage.getItem('{key}')") == "print('kept for later')\n"
@@ -366,8 +352,8 @@ class CuttingProxy:
                 upstream.close()
 
 
-def test_a_cut_event_stream_resumes_without_gaps_or_repeats(graded_stack: Stack, runner, browser: Browser) -> None:
-    port = int(graded_stack.base_url.rsplit(":", 1)[1])
+def test_a_cut_event_stream_resumes_without_gaps_or_repeats(seeded: Stack, runner, browser: Browser) -> None:
+    port = int(seeded.base_url.rsplit(":", 1)[1])
     proxy = CuttingProxy(port)
     try:
         with student(browser, f"http://127.0.0.1:{proxy.port}") as page:
@@ -405,8 +391,8 @@ def limited_gateway(stack: Stack, **env: str) -> Iterator[str]:
         app.stop()
 
 
-def test_the_rate_limit_shows_a_countdown_and_reenables(graded_stack: Stack, runner, browser: Browser) -> None:
-    with limited_gateway(graded_stack, EXEC_LIMIT_PER_MINUTE="2") as base, student(browser, base, clock=True) as page:
+def test_the_rate_limit_shows_a_countdown_and_reenables(seeded: Stack, runner, browser: Browser) -> None:
+    with limited_gateway(seeded, EXEC_LIMIT_PER_MINUTE="2") as base, student(browser, base, clock=True) as page:
         set_code(page, "print('hi')\n")
         for _ in range(2):
             page.click("#pp-run")
@@ -426,11 +412,11 @@ def test_the_rate_limit_shows_a_countdown_and_reenables(graded_stack: Stack, run
         expect(page.locator("#pp-status")).to_have_text("You can run your code again.")
 
 
-def test_a_busy_queue_says_how_long(graded_stack: Stack, runner, browser: Browser) -> None:
-    with limited_gateway(graded_stack, MAX_QUEUE_DEPTH="1") as base, student(browser, base, clock=True) as page:
+def test_a_busy_queue_says_how_long(seeded: Stack, runner, browser: Browser) -> None:
+    with limited_gateway(seeded, MAX_QUEUE_DEPTH="1") as base, student(browser, base, clock=True) as page:
         set_code(page, "print('hi')\n")
         # Someone else's slow job fills the (one-job) queue.
-        with graded_stack.client() as c:
+        with seeded.client() as c:
             res = c.post("/execution/submit", json={"code": "import time\ntime.sleep(4)\n"})
             assert res.status_code == 202, res.text
         with httpx.Client(base_url=base) as c:
@@ -444,8 +430,8 @@ def test_a_busy_queue_says_how_long(graded_stack: Stack, runner, browser: Browse
         expect(page.locator("#pp-run")).to_be_enabled(timeout=5_000)
 
 
-def test_signed_out_goes_to_sign_in_and_keeps_the_code(graded_stack: Stack, browser: Browser) -> None:
-    with student(browser, graded_stack.base_url) as page:
+def test_signed_out_goes_to_sign_in_and_keeps_the_code(seeded: Stack, browser: Browser) -> None:
+    with student(browser, seeded.base_url) as page:
         set_code(page, "print('do not lose me')\n")
         # Signing out elsewhere ends this login: its access token and refresh cookie stop working.
         res = page.context.request.post("/auth/logout", headers={"X-Requested-With": "coderunner"})

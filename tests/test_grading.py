@@ -29,28 +29,16 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
-def graded_stack(seeded: Stack) -> Stack:
-    return seeded
-
-
-@pytest.fixture(scope="module")
-def runner(graded_stack: Stack):
-    app = graded_stack.runner()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
-def teacher(graded_stack: Stack) -> httpx.Client:
+def teacher(seeded: Stack) -> httpx.Client:
     email = f"teacher-{secrets.token_hex(6)}@example.org"
-    graded_stack.new_user(email)
+    seeded.new_user(email)
     subprocess.run(
         [sys.executable, "-m", "cli", "user-role", email, "teacher"],
-        env=graded_stack.env, cwd=ROOT, check=True, capture_output=True, timeout=60,
+        env=seeded.env, cwd=ROOT, check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    with httpx.Client(base_url=graded_stack.base_url, timeout=30) as c:
+    with httpx.Client(base_url=seeded.base_url, timeout=30) as c:
         token = c.post("/auth/login", json={"email": email, "password": PASSWORD}).json()["accessToken"]
-    client = graded_stack.client(token)
+    client = seeded.client(token)
     yield client
     client.close()
 
@@ -93,12 +81,12 @@ def wait_result(client: httpx.Client, url: str, timeout: float = 60) -> dict[str
     return box
 
 
-def test_every_reference_solution_is_accepted_and_every_wrong_one_is_not(graded_stack: Stack, runner) -> None:
+def test_every_reference_solution_is_accepted_and_every_wrong_one_is_not(seeded: Stack, runner) -> None:
     curriculum = files.load()
     assert len(curriculum.problems) >= 36
     assert len({p.session for p in curriculum.problems}) >= 8
     jobs: list[tuple[str, int, bool, str]] = []
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         for problem in curriculum.problems:
             assert sum(t.public for t in problem.tests) >= 3 and sum(not t.public for t in problem.tests) >= 3
             for code, good in [(problem.solution, True)] + [(w.code, False) for w in problem.wrong_solutions]:
@@ -116,7 +104,7 @@ def test_every_reference_solution_is_accepted_and_every_wrong_one_is_not(graded_
     assert not failures, "\n".join(failures)
 
 
-def test_hidden_tests_stay_hidden(graded_stack: Stack, runner, teacher: httpx.Client, nats_url: str) -> None:
+def test_hidden_tests_stay_hidden(seeded: Stack, runner, teacher: httpx.Client, nats_url: str) -> None:
     secret_in, secret_out = f"IN-{secrets.token_hex(8)}", f"OUT-{secrets.token_hex(8)}"
     problem_id = create_problem(
         teacher,
@@ -126,7 +114,7 @@ def test_hidden_tests_stay_hidden(graded_stack: Stack, runner, teacher: httpx.Cl
         ],
     )
     code = "line = input()\nprint(line)\nraise ValueError(line)\n"  # echoes the hidden input everywhere
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         res = c.post("/execution/submit/grade", json={"code": code, "problemId": problem_id})
         assert res.status_code == 202
         accepted = res.json()
@@ -162,9 +150,9 @@ def test_hidden_tests_stay_hidden(graded_stack: Stack, runner, teacher: httpx.Cl
     assert result["grade"]["verdict"] == "RUNTIME_ERROR" and result["grade"]["score"] == 0
 
 
-def test_run_on_a_problem_runs_the_public_tests_only(graded_stack: Stack, runner) -> None:
+def test_run_on_a_problem_runs_the_public_tests_only(seeded: Stack, runner) -> None:
     problem = files.load().problems[0]
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         result = grade(c, problem.solution, problem.id, run=True)
     ids = [t["testId"] for t in result["tests"]]
     assert ids == [t.id for t in problem.public_tests()]
@@ -172,7 +160,7 @@ def test_run_on_a_problem_runs_the_public_tests_only(graded_stack: Stack, runner
     assert result["grade"]["scope"] == "public" and result["grade"]["verdict"] == "ACCEPTED"
 
 
-def test_partial_scores_by_weight_and_a_per_test_time_limit(graded_stack: Stack, runner, teacher) -> None:
+def test_partial_scores_by_weight_and_a_per_test_time_limit(seeded: Stack, runner, teacher) -> None:
     problem_id = create_problem(
         teacher,
         timeLimitMs=1000,
@@ -185,7 +173,7 @@ def test_partial_scores_by_weight_and_a_per_test_time_limit(graded_stack: Stack,
     )
     # Loops for ever on 0, is wrong on 5: only p1 and p2 pass.
     code = "n = int(input())\nwhile n == 0:\n    pass\nprint(n * 2 if n != 5 else 11)\n"
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         started = time.monotonic()
         result = grade(c, code, problem_id)
         elapsed = time.monotonic() - started
@@ -197,7 +185,7 @@ def test_partial_scores_by_weight_and_a_per_test_time_limit(graded_stack: Stack,
     assert elapsed < 30, "one test's time limit did not end the others"
 
 
-def test_a_memory_limit_fails_only_its_test(graded_stack: Stack, runner, teacher) -> None:
+def test_a_memory_limit_fails_only_its_test(seeded: Stack, runner, teacher) -> None:
     problem_id = create_problem(
         teacher,
         memoryLimitMb=48,
@@ -207,16 +195,16 @@ def test_a_memory_limit_fails_only_its_test(graded_stack: Stack, runner, teacher
         ],
     )
     code = "if input() == 'big':\n    hog = bytearray(256 * 1024 * 1024)\nprint('ok')\n"
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         result = grade(c, code, problem_id)
     assert [t["verdict"] for t in result["tests"]] == ["ACCEPTED", "MEMORY_LIMIT"], result["tests"]
     assert result["grade"]["score"] == 50.0 and result["grade"]["verdict"] == "MEMORY_LIMIT"
     assert result["tests"][1]["feedback"]["kind"] == "MEMORY_LIMIT"
 
 
-def test_a_syntax_error_is_a_compile_error_with_help(graded_stack: Stack, runner) -> None:
+def test_a_syntax_error_is_a_compile_error_with_help(seeded: Stack, runner) -> None:
     problem = files.load().problems[0]
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         result = grade(c, "name = input()\nprint('Hello, ' + name\n", problem.id)
     grade_ = result["grade"]
     assert grade_["verdict"] == "COMPILE_ERROR" and grade_["score"] == 0
@@ -224,7 +212,7 @@ def test_a_syntax_error_is_a_compile_error_with_help(graded_stack: Stack, runner
     assert "harness" not in msgspec.json.encode(result).decode()
 
 
-def test_function_and_script_tests(graded_stack: Stack, runner, teacher) -> None:
+def test_function_and_script_tests(seeded: Stack, runner, teacher) -> None:
     function_id = create_problem(
         teacher,
         grading="function",
@@ -245,7 +233,7 @@ def test_function_and_script_tests(graded_stack: Stack, runner, teacher) -> None
             {"id": "p2", "public": True, "script": "assert double(-1) == -2"},
         ],
     )
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         good = grade(c, "def mean(xs):\n    return sum(xs) / len(xs)\n", function_id)
         bad = grade(c, "def mean(xs):\n    return sum(xs) // len(xs)\n", function_id)
         script_good = grade(c, "def double(x):\n    return x * 2\n", script_id)
@@ -259,11 +247,11 @@ def test_function_and_script_tests(graded_stack: Stack, runner, teacher) -> None
 
 
 def test_a_redelivered_event_never_yields_a_second_grade(
-    graded_stack: Stack, runner, teacher: httpx.Client, nats_url: str
+    seeded: Stack, runner, teacher: httpx.Client, nats_url: str
 ) -> None:
     tests = [{"id": f"p{i}", "public": True, "stdin": f"{i}\n", "expected": f"{i}\n"} for i in range(3)]
     problem_id = create_problem(teacher, tests=tests)
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         first = grade(c, "print(input())\n", problem_id)
     assert first["grade"]["verdict"] == "ACCEPTED"
     # The teacher changes the expectations; then the finished event is delivered again.
@@ -294,5 +282,5 @@ def test_a_redelivered_event_never_yields_a_second_grade(
     assert len(graded) == 1
     finished = stored_messages(nats_url, streams.EXECUTIONS, subjects.finished_of(job_id))
     assert len(finished) == 2 and msgspec.json.decode(finished[1], type=ExecutionFinished).graded
-    with graded_stack.client() as c:
+    with seeded.client() as c:
         assert c.get(f"/execution/result/{job_id}").json()["grade"] == first["grade"]

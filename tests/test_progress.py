@@ -34,13 +34,6 @@ PASSWORD = "correct horse battery"
 HELLO = files.load().problems[0]  # 101, "Say hello"
 
 
-@pytest.fixture(scope="module")
-def runner(seeded: Stack):
-    app = seeded.runner()
-    yield app
-    app.stop()
-
-
 def _user(stack: Stack) -> tuple[str, str]:
     email = f"student-{secrets.token_hex(6)}@example.org"
     token = stack.new_user(email)
