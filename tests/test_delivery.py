@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from bus import streams
-from sandbox.executor import READY
+from sandbox.executor import HARNESS_PYC, READY
 from schemas import subjects
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.executions import ExecutionFinished, execution_decoder
@@ -37,7 +37,8 @@ def _sandbox_processes(runner_pid: int) -> dict[int, str]:
     """The runner's sandbox processes: pid -> start time (so that a reused pid is not mistaken).
 
     Every bwrap sandbox is a descendant of its runner: bwrap itself, and inside it the harness and
-    the program's processes, which all carry the harness source in their command line.
+    the program's processes, which all carry the compiled harness's path (or, without it, the
+    harness source) in their command line.
     """
     found: dict[int, str] = {}
     for pid in descendants(runner_pid):
@@ -46,7 +47,12 @@ def _sandbox_processes(runner_pid: int) -> dict[int, str]:
             start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
         except (OSError, IndexError):
             continue
-        if Path(argv[0].decode(errors="replace")).name == "bwrap" or READY.strip(b"\0\n") in b" ".join(argv):
+        joined = b" ".join(argv)
+        if (
+            Path(argv[0].decode(errors="replace")).name == "bwrap"
+            or HARNESS_PYC.encode() in argv
+            or READY.strip(b"\0\n") in joined
+        ):
             found[pid] = start
     return found
 

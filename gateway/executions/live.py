@@ -86,7 +86,3 @@ class LiveEvents:
             listeners.discard(queue)
             if not listeners:
                 del self._listeners[job_id]
-
-    @property
-    def listening(self) -> int:
-        return sum(len(v) for v in self._listeners.values())
