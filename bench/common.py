@@ -1,12 +1,32 @@
-"""Shared by the benchmark scripts: percentiles, one summary line, a bare interpreter's start."""
+"""Shared by the benchmark scripts: percentiles, one summary line, a bare interpreter's start, the
+whole stack started for a benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+from local import embedded
+from local.supervisor import Stack
 from sandbox.bwrap import find_python
+
+
+@contextlib.contextmanager
+def running_stack(folder: Path) -> Iterator[tuple[Stack, str]]:
+    """The whole stack with its data in ``folder``, ready, and its gateway's URL; stopped after."""
+    port = embedded.free_port()
+    stack = Stack(folder, "127.0.0.1", port)
+    try:
+        stack.start()
+        if not stack.wait_ready():
+            raise SystemExit("stack did not become ready")
+        yield stack, f"http://127.0.0.1:{port}"
+    finally:
+        stack.stop()
 
 
 def percentile(values: list[float], p: float) -> float:

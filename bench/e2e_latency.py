@@ -21,9 +21,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
-from bench.common import bare_python, summary
-from local import embedded
-from local.supervisor import Stack
+from bench.common import bare_python, running_stack, summary
 
 
 def one_job(client: httpx.Client, code: str) -> tuple[float, dict]:
@@ -56,24 +54,16 @@ def main() -> None:
     # The benchmark measures latency, not the per-user quotas (10 runs a minute by default).
     os.environ.update(EXEC_LIMIT_PER_MINUTE="1000000", EXEC_LIMIT_PER_DAY="1000000", API_LIMIT_PER_MINUTE="1000000")
     with tempfile.TemporaryDirectory() as tmp:
-        port = embedded.free_port()
-        stack = Stack(Path(tmp), "127.0.0.1", port)
-        try:
-            stack.start()
-            if not stack.wait_ready():
-                raise SystemExit("stack did not become ready")
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                sign_in(client)
-                for _ in range(5):  # warm-up: imports, JIT-free caches, connections
-                    one_job(client, "print('warm')")
-                latencies = []
-                for i in range(args.runs):
-                    elapsed, done = one_job(client, f"print('hello {i}')")
-                    assert done.get("stdout") == f"hello {i}\n", done
-                    latencies.append(elapsed)
-            bare = bare_python(max(50, args.runs // 2))
-        finally:
-            stack.stop()
+        with running_stack(Path(tmp)) as (_, base), httpx.Client(base_url=base, timeout=30) as client:
+            sign_in(client)
+            for _ in range(5):  # warm-up: imports, JIT-free caches, connections
+                one_job(client, "print('warm')")
+            latencies = []
+            for i in range(args.runs):
+                elapsed, done = one_job(client, f"print('hello {i}')")
+                assert done.get("stdout") == f"hello {i}\n", done
+                latencies.append(elapsed)
+        bare = bare_python(max(50, args.runs // 2))
     print(
         f"machine: {platform.node()} {platform.machine()} cpus={__import__('os').cpu_count()} "
         f"python={platform.python_version()}"

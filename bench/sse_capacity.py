@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,9 @@ import httpx
 import psutil
 from httpx_sse import connect_sse
 
-from bench.common import summary
-from local import embedded
+from bench.common import running_stack, summary
+from bench.e2e_latency import sign_in
 from local.lifetimes import die_with_parent
-from local.supervisor import Stack
 
 HEARTBEAT_SECONDS = 15  # the default: what production streams get
 
@@ -99,15 +97,6 @@ async def hold_streams(url: str, count: int) -> None:
 # --- the measuring process -------------------------------------------------------------------------
 
 
-def sign_in(client: httpx.Client) -> None:
-    email = f"bench-{secrets.token_hex(4)}@example.org"
-    account = {"email": email, "password": "benchmark password", "displayName": "Bench", "level": "adults"}
-    client.post("/auth/register", json=account).raise_for_status()
-    res = client.post("/auth/login", json={"email": email, "password": account["password"]})
-    res.raise_for_status()
-    client.headers["Authorization"] = f"Bearer {res.json()['accessToken']}"
-
-
 def done_latencies(client: httpx.Client, jobs: int) -> list[float]:
     times = []
     for i in range(jobs):
@@ -144,44 +133,37 @@ def main() -> None:
         RUN_WALL_TIME_MS="600000",
     )
     with tempfile.TemporaryDirectory() as tmp:
-        port = embedded.free_port()
-        stack = Stack(Path(tmp), "127.0.0.1", port)
-        base = f"http://127.0.0.1:{port}"
         try:
-            stack.start()
-            if not stack.wait_ready():
-                raise SystemExit("stack did not become ready")
-            gateway = psutil.Process(next(a.proc.pid for a in stack.apps if a.name == "gateway" and a.proc))
-            with httpx.Client(base_url=base, timeout=60) as client:
-                sign_in(client)
-                done_latencies(client, 5)  # warm-up
-                before = done_latencies(client, args.jobs)
-                rss_before = gateway.memory_info().rss
-                held = client.post("/execution/submit", json={"code": "import time\ntime.sleep(600)\n"}).json()
-                holder = subprocess.Popen(
-                    [sys.executable, __file__, "--streams", str(args.streams), "--hold", base + held["eventsUrl"]],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    preexec_fn=die_with_parent(),
-                )
-                assert holder.stdout is not None and holder.stdin is not None
-                began = time.monotonic()
-                opened = json.loads(holder.stdout.readline())
-                open_seconds = time.monotonic() - began
-                rss_open = gateway.memory_info().rss
-                during = done_latencies(client, args.jobs)
-                # At least two heartbeat periods with every stream open.
-                time.sleep(max(0.0, 2.5 * HEARTBEAT_SECONDS - (time.monotonic() - began - open_seconds)))
-                rss_peak = max(rss_open, gateway.memory_info().rss)
-                holder.stdin.write("stop\n")
-                holder.stdin.flush()
-                final = json.loads(holder.stdout.readline())
-                holder.wait(30)
+            with running_stack(Path(tmp)) as (stack, base):
+                gateway = psutil.Process(next(a.proc.pid for a in stack.apps if a.name == "gateway" and a.proc))
+                with httpx.Client(base_url=base, timeout=60) as client:
+                    sign_in(client)
+                    done_latencies(client, 5)  # warm-up
+                    before = done_latencies(client, args.jobs)
+                    rss_before = gateway.memory_info().rss
+                    held = client.post("/execution/submit", json={"code": "import time\ntime.sleep(600)\n"}).json()
+                    holder = subprocess.Popen(
+                        [sys.executable, __file__, "--streams", str(args.streams), "--hold", base + held["eventsUrl"]],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        preexec_fn=die_with_parent(),
+                    )
+                    assert holder.stdout is not None and holder.stdin is not None
+                    began = time.monotonic()
+                    opened = json.loads(holder.stdout.readline())
+                    open_seconds = time.monotonic() - began
+                    rss_open = gateway.memory_info().rss
+                    during = done_latencies(client, args.jobs)
+                    # At least two heartbeat periods with every stream open.
+                    time.sleep(max(0.0, 2.5 * HEARTBEAT_SECONDS - (time.monotonic() - began - open_seconds)))
+                    rss_peak = max(rss_open, gateway.memory_info().rss)
+                    holder.stdin.write("stop\n")
+                    holder.stdin.flush()
+                    final = json.loads(holder.stdout.readline())
+                    holder.wait(30)
         finally:
-            stack.stop()
             log = Path(tmp) / "logs" / "gateway.log"
-            Path(tempfile.gettempdir(), "sse_capacity-gateway.log").write_text(log.read_text())
             warnings = [line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
             if warnings:
                 print(f"gateway warnings: {len(warnings)}; the last: {warnings[-1][:800]}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
 import subprocess
 import tempfile
 import threading
@@ -32,24 +31,15 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
-from bench.common import percentile
+from bench.common import percentile, running_stack
+from bench.e2e_latency import sign_in
 from curriculum.files import load as load_curriculum
 from load.run import Sampler
 from local import embedded
-from local.supervisor import Stack, Supervised
+from local.supervisor import Supervised
 from sandbox.bwrap import find_python
 
 GRADED_PROBLEM = 341
-
-
-def sign_in(base: str) -> str:
-    email = f"bench-{secrets.token_hex(5)}@example.org"
-    account = {"email": email, "password": "benchmark password", "displayName": "Bench", "level": "adults"}
-    with httpx.Client(base_url=base, timeout=30) as c:
-        c.post("/auth/register", json=account).raise_for_status()
-        res = c.post("/auth/login", json={"email": email, "password": account["password"]})
-        res.raise_for_status()
-        return res.json()["accessToken"]
 
 
 def one_job(client: httpx.Client, path: str, body: dict) -> dict:
@@ -103,23 +93,18 @@ def main() -> None:
     os.environ.update(EXEC_LIMIT_PER_MINUTE="1000000", EXEC_LIMIT_PER_DAY="1000000", API_LIMIT_PER_MINUTE="1000000")
     solution = next(p.solution for p in load_curriculum().problems if p.id == GRADED_PROBLEM)
     with tempfile.TemporaryDirectory() as tmp:
-        port = embedded.free_port()
-        stack = Stack(Path(tmp), "127.0.0.1", port)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            stack.start()
-            if not stack.wait_ready():
-                raise SystemExit("stack did not become ready")
+        with running_stack(Path(tmp)) as (stack, base):
             runner = next(a for a in stack.apps if a.name == "runner")
             for n in range(2, args.runners + 1):
                 # Its own id, metrics port and sandbox uids (two runners must not share a uid).
                 env = dict(runner.env, METRICS_PORT=str(embedded.free_port()), RUNNER_ID=f"bench-runner-{n}")
                 env["SANDBOX_HOST_UID_BASE"] = str(60_000 + 100 * (n - 1))
                 extra = Supervised(f"runner-{n}", runner.argv, env, Path(tmp) / "logs" / f"runner-{n}.log")
-                stack.apps.append(extra)
+                stack.apps.append(extra)  # stopped with the stack
                 extra.start()
-            tokens = [sign_in(base) for _ in range(args.clients)]
-            http = [httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {t}"}) for t in tokens]
+            http = [httpx.Client(base_url=base, timeout=60) for _ in range(args.clients)]
+            for client in http:
+                sign_in(client)
 
             def trivial(i: int) -> None:
                 done = one_job(http[i // 1_000_000], "/execution/submit", {"code": f"print({i})"})
@@ -143,10 +128,8 @@ def main() -> None:
                 results.append((name, *sustain(args.clients, args.seconds, work)))
                 sampler.stop()
                 usage.append(sampler.usage)
-            for c in http:
-                c.close()
-        finally:
-            stack.stop()
+            for client in http:
+                client.close()
         python = find_python("auto")
 
         def bare(_i: int) -> None:
