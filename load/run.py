@@ -48,15 +48,22 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 class Usage:
     cpu_seconds: float = 0.0
     peak_rss: int = 0
+    rss: int = 0  # at the last sample
 
 
 @dataclass
 class Sampler:
-    """CPU time and peak RSS of named processes, sampled every ``every`` seconds in a thread."""
+    """CPU time and RSS of named processes, sampled every ``every`` seconds in a thread.
+
+    Every ``timeline_every`` seconds the RSS of each process is also kept, so a long run (the soak)
+    shows growth, not only a peak.
+    """
 
     pids: dict[str, int]
     every: float = 1.0
+    timeline_every: float = 60.0
     usage: dict[str, Usage] = field(default_factory=dict)
+    timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -71,6 +78,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
+        self._began = time.monotonic()
         self._thread.start()
 
     def _sample(self) -> None:
@@ -83,15 +91,34 @@ class Sampler:
             use = self.usage[name]
             use.cpu_seconds = _cpu(times) - began
             use.peak_rss = max(use.peak_rss, rss)
+            use.rss = rss
+
+    def _keep(self, t: float) -> None:
+        self.timeline.append((round(t), {name: use.rss for name, use in self.usage.items()}))
 
     def _run(self) -> None:
+        next_kept = 0.0
         while not self._stop.wait(self.every):
             self._sample()
+            t = time.monotonic() - self._began
+            if t >= next_kept:
+                self._keep(t)
+                next_kept = t + self.timeline_every
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self._sample()
+        if self._thread.ident is not None:  # started: the end is the timeline's last point
+            self._keep(time.monotonic() - self._began)
+
+    def growth(self) -> dict[str, int]:
+        """RSS at the end minus RSS a quarter into the run (after warm-up), per process, in MiB."""
+        if len(self.timeline) < 2:
+            return {}
+        _, settled = self.timeline[len(self.timeline) // 4]
+        _, last = self.timeline[-1]
+        return {name: (last.get(name, 0) - settled.get(name, 0)) >> 20 for name in settled}
 
 
 def _cpu(times: Any) -> float:
@@ -228,6 +255,10 @@ def summarize(
             }
             for name, u in sampler.usage.items()
         },
+        # Each process's RSS over the run (MiB), and its growth after the first quarter: a leak shows
+        # as steady growth in a long run at a steady load (the soak).
+        "rss_timeline_mib": [{"t": t, **{n: v >> 20 for n, v in rss.items()}} for t, rss in sampler.timeline],
+        "rss_growth_mib": sampler.growth(),
         "locust_exit": locust_rc,
         "end_check": ledger["end_check"] if ledger else None,
         "problems": problems,
@@ -286,9 +317,12 @@ def report(result: dict[str, Any]) -> str:
             f"  {e['type'] + ' ' + e['name']:<40} {e['requests']:<6} {e['failures']:<5} {e['p50_ms']!s:>6}  "
             f"{e['p95_ms']!s:>6}  {e['p99_ms']!s:>6}"
         )
-    lines.append("  process                  CPU s   cores  peak RSS MiB")
+    lines.append("  process                  CPU s   cores  peak RSS MiB  growth after warm-up MiB")
+    growth = result.get("rss_growth_mib", {})
     for name, p in result["processes"].items():
-        lines.append(f"  {name:<22} {p['cpu_seconds']:>7}  {p['cores']:>5}  {p['peak_rss_mib']:>6}")
+        lines.append(
+            f"  {name:<22} {p['cpu_seconds']:>7}  {p['cores']:>5}  {p['peak_rss_mib']:>6}  {growth.get(name, '')!s:>12}"
+        )
     lines += [f"  PROBLEM: {p}" for p in result["problems"]] or ["  correct: no 5xx, no lost job, one done per job"]
     return "\n".join(lines)
 

@@ -93,3 +93,12 @@ def test_a_refusal_with_retry_after_is_not_an_error(tmp_path: Path) -> None:
         )
     )
     assert summarize(SCENARIOS["smoke"], tmp_path, 60.0, Sampler({}), 0)["problems"] == []
+
+
+def test_the_rss_timeline_shows_growth_after_warm_up() -> None:
+    """A process whose RSS climbs after the first quarter of the run shows that climb as growth."""
+    sampler = Sampler({})
+    mib = 1 << 20
+    sampler.timeline = [(t * 60, {"gateway": (100 + 10 * t) * mib, "runner": 50 * mib}) for t in range(8)]
+    assert sampler.growth() == {"gateway": 50, "runner": 0}
+    assert Sampler({}).growth() == {}
