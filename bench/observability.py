@@ -506,6 +506,8 @@ def base_env(urls: dict[str, str]) -> dict[str, str]:
         EXEC_LIMIT_PER_MINUTE="1000000",
         EXEC_LIMIT_PER_DAY="1000000",
         API_LIMIT_PER_MINUTE="1000000",
+        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
+        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
         SSE_MAX_STREAMS_PER_USER="1000",
         MAX_QUEUE_DEPTH="100000",
     )

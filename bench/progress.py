@@ -83,7 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     args = parser.parse_args()
-    os.environ.update(EXEC_LIMIT_PER_MINUTE="1000000", EXEC_LIMIT_PER_DAY="1000000", API_LIMIT_PER_MINUTE="1000000")
+    os.environ.update(
+        EXEC_LIMIT_PER_MINUTE="1000000",
+        EXEC_LIMIT_PER_DAY="1000000",
+        API_LIMIT_PER_MINUTE="1000000",
+        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
+        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         port = embedded.free_port()
         stack = Stack(Path(tmp), "127.0.0.1", port)

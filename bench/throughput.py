@@ -90,7 +90,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--runners", type=int, default=1, help="runner processes (the stack starts one)")
     args = parser.parse_args()
-    os.environ.update(EXEC_LIMIT_PER_MINUTE="1000000", EXEC_LIMIT_PER_DAY="1000000", API_LIMIT_PER_MINUTE="1000000")
+    os.environ.update(
+        EXEC_LIMIT_PER_MINUTE="1000000",
+        EXEC_LIMIT_PER_DAY="1000000",
+        API_LIMIT_PER_MINUTE="1000000",
+        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
+        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
+    )
     solution = next(p.solution for p in load_curriculum().problems if p.id == GRADED_PROBLEM)
     with tempfile.TemporaryDirectory() as tmp:
         with running_stack(Path(tmp)) as (stack, base):

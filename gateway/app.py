@@ -184,6 +184,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         finally:
             if services is not None:
                 await services.executions.stream_slots.stop()
+                services.accounts.hashing.close()
             await live.stop()
             await sampler.stop()
             await backlog.stop()

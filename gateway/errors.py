@@ -81,6 +81,9 @@ class Gone(GatewayError, status=410, title="Gone", slug="gone"): ...
 class QueueFull(GatewayError, status=503, title="Too busy", slug="queue-full"): ...
 
 
+class SignInBusy(GatewayError, status=503, title="Too busy", slug="sign-in-busy"): ...
+
+
 class BusUnavailable(GatewayError, status=503, title="Queue unavailable", slug="queue-unavailable"): ...
 
 
@@ -122,13 +125,20 @@ def _where(request: Request[Any, Any, Any]) -> str:
 
 def _unavailable(cause: str) -> None:
     metrics.UNAVAILABLE.labels(cause).inc()
-    metrics.error("dependency" if cause != "queue_full" else "queue_full")
+    # Overload (the queue, or the password-hashing queue, is long) is not a dependency failing.
+    metrics.error("queue_full" if cause in ("queue_full", "sign_in_busy") else "dependency")
 
 
 def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Problem]:
     if exc.status == 503:
         _unavailable(
-            "queue_full" if isinstance(exc, QueueFull) else "nats" if isinstance(exc, BusUnavailable) else "other"
+            "queue_full"
+            if isinstance(exc, QueueFull)
+            else "sign_in_busy"
+            if isinstance(exc, SignInBusy)
+            else "nats"
+            if isinstance(exc, BusUnavailable)
+            else "other"
         )
     elif exc.status >= 500:
         metrics.error("http_5xx")

@@ -87,7 +87,12 @@ class Quotas:
 
     async def take(self, subject: str, policies: list[Policy]) -> Decision:
         """Count one request for ``subject`` against every policy, or raise 429 without counting."""
-        keys = [f"coderunner:quota:{p.name}:{subject}" for p in policies]
+        return await self.take_each([(subject, p) for p in policies])
+
+    async def take_each(self, counted: list[tuple[str, Policy]]) -> Decision:
+        """Count one request against each (subject, policy) pair, or raise 429 without counting any."""
+        policies = [p for _, p in counted]
+        keys = [f"coderunner:quota:{p.name}:{subject}" for subject, p in counted]
         member = secrets.token_hex(8)
         args: list[str | int] = [member]
         for p in policies:

@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.dependencies import services_of
 from gateway.quotas import Policy
 from gateway.settings import GatewaySettings
+from gateway.tokens import bearer_token
 
 log = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -94,12 +95,25 @@ async def with_request_id(scope: Scope, receive: Receive, send: Send, next_app: 
         request_id.reset(token)
 
 
-# Routes outside the per-client API quota: probes, metrics, docs and the page itself.
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            return bearer_token({"authorization": value.decode("latin-1")})
+    return None
+
+
+# Routes outside the API quota: probes, metrics, docs and the page itself.
 QUOTA_EXEMPT = ("/health", "/ready", "/metrics", "/schema", "/static", "/favicon.ico")
 
 
 class ApiQuotaMiddleware(ASGIMiddleware):
-    """``API_LIMIT_PER_MINUTE`` requests per client address on the rest of the API.
+    """The API quota on every route but probes, metrics, docs and the page.
+
+    A request with a valid access token counts against its user (``API_LIMIT_PER_MINUTE``); one
+    without against its client address (``API_LIMIT_ANONYMOUS_PER_MINUTE``); both against their
+    address's ceiling (``API_LIMIT_PER_ADDRESS_PER_MINUTE``). Keyed by address alone, a class
+    behind a school's NAT shared one student's allowance. A token that does not verify counts as
+    anonymous, so forged ones cannot mint fresh allowances.
 
     A refusal (``TooManyRequests``) is answered by the app's exception handlers, as any error is.
     """
@@ -107,7 +121,9 @@ class ApiQuotaMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self.policy = Policy("api", settings.api_limit_per_minute, 60)
+        self.user_policy = Policy("api", settings.api_limit_per_minute, 60)
+        self.anonymous_policy = Policy("api-anonymous", settings.api_limit_anonymous_per_minute, 60)
+        self.address_policy = Policy("api-address", settings.api_limit_per_address_per_minute, 60)
         self.trusted = settings.trusted_proxy_set
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
@@ -115,8 +131,12 @@ class ApiQuotaMiddleware(ASGIMiddleware):
         if path == "/" or path.startswith(QUOTA_EXEMPT):
             await next_app(scope, receive, send)
             return
-        quotas = services_of(scope["litestar_app"].state).quotas
-        decision = await quotas.take(f"client:{client_address(scope, self.trusted)}", [self.policy])
+        services = services_of(scope["litestar_app"].state)
+        address = f"client:{client_address(scope, self.trusted)}"
+        token = _bearer(scope)
+        user = services.tokens.user_of(token) if token else None
+        first = (f"user:{user}", self.user_policy) if user else (address, self.anonymous_policy)
+        decision = await services.quotas.take_each([first, (address, self.address_policy)])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

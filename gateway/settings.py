@@ -29,7 +29,14 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     # Quotas, shared by all gateway replicas through Redis.
     exec_limit_per_minute: PositiveInt = 10
     exec_limit_per_day: PositiveInt = 500
+    # The rest of the API: per signed-in user; per client address for requests without a valid
+    # access token; and a ceiling per address over both (a school behind one NAT address).
     api_limit_per_minute: PositiveInt = 100
+    api_limit_anonymous_per_minute: PositiveInt = 300
+    api_limit_per_address_per_minute: PositiveInt = 3000
+    # Sign-ins and registrations get 503 (Retry-After) when the password-hashing queue would make
+    # them wait longer than this.
+    sign_in_max_wait_seconds: PositiveFloat = 5.0
     # Submissions get 503 once the runners' backlog (pending + in flight) reaches this.
     max_queue_depth: PositiveInt = 200
     # Also 503 (Retry-After) when the queue would take longer than this to start a new job.

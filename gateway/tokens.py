@@ -88,6 +88,17 @@ class TokenService:
             self.settings.access_token_seconds,
         )
 
+    def user_of(self, token: str) -> str | None:
+        """The user an access token was signed for, or None when it is not one of ours (or expired).
+
+        Only the signature and claims are checked, not revocation: the API quota uses it to count a
+        request against its user; the route's own authentication still decides whether it may run.
+        """
+        try:
+            return str(self._decode(token, self.settings.jwt_audience)["sub"])
+        except Unauthorized:
+            return None
+
     async def principal(self, token: str) -> Principal:
         """The signed-in user, unless the token's login was revoked or its role was taken away."""
         claims = self._decode(token, self.settings.jwt_audience)

@@ -5,7 +5,7 @@
 
 Without ``--url`` the whole stack (embedded NATS, Redis, MongoDB-wire, gateway, runner, consumers)
 starts in a temporary folder with the seeded curriculum and the default per-user quotas, as a new
-user gets it (only the per-address API limit is raised: every simulated student shares one
+user gets it (only the per-address API limits are raised: every simulated student shares one
 address), and stops at the end. Locust runs headless in a child process with the scenario's shape
 (``load/scenarios.py``) while every process's CPU time and peak RSS are sampled.
 
@@ -347,11 +347,12 @@ def main(argv: list[str] | None = None) -> int:
             from local import embedded
             from local.supervisor import Stack
 
-            # Every simulated student comes from 127.0.0.1, and API_LIMIT_PER_MINUTE counts per client
-            # address: left as is, the address limit would answer most requests 429. Real students
-            # have addresses of their own (or a school's, behind NAT: see docs/capacity.md). The
-            # per-user run quotas stay as a new user gets them.
-            os.environ.setdefault("API_LIMIT_PER_MINUTE", "1000000")
+            # Every simulated student comes from 127.0.0.1: the per-address limits (anonymous requests,
+            # and the ceiling over all of an address's requests) would answer most requests 429.
+            # Real students have addresses of their own, or a school's (docs/capacity.md). The
+            # per-user quotas (API and runs) stay as a new user gets them.
+            os.environ.setdefault("API_LIMIT_ANONYMOUS_PER_MINUTE", "1000000")
+            os.environ.setdefault("API_LIMIT_PER_ADDRESS_PER_MINUTE", "1000000")
             port = embedded.free_port()
             stack = Stack(workdir / "stack", "127.0.0.1", port)
             url = f"http://127.0.0.1:{port}"

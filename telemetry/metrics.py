@@ -83,7 +83,7 @@ QUOTA_REFUSALS = Counter(
 )
 UNAVAILABLE = Counter(
     f"{PREFIX}_unavailable_total",
-    "Requests answered 503, by cause (queue_full, nats, redis, mongodb)",
+    "Requests answered 503, by cause (queue_full, sign_in_busy, nats, redis, mongodb)",
     ["cause"],
     registry=None,
 )
@@ -194,7 +194,7 @@ def export_known_labels(name: str, kind: str) -> None:
     if kind == "gateway":
         for quota in ("exec-minute", "exec-day", "api", "event_streams", "sign_in"):
             QUOTA_REFUSALS.labels(quota)
-        for cause in ("queue_full", "nats", "redis", "mongodb", "other"):
+        for cause in ("queue_full", "sign_in_busy", "nats", "redis", "mongodb", "other"):
             UNAVAILABLE.labels(cause)
 
 

@@ -238,6 +238,8 @@ def stack_env(nats: str, shared: dict[str, str], **extra: str) -> dict[str, str]
         EXEC_LIMIT_PER_MINUTE="100000",
         EXEC_LIMIT_PER_DAY="1000000",
         API_LIMIT_PER_MINUTE="100000",
+        API_LIMIT_ANONYMOUS_PER_MINUTE="100000",
+        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
         # Tests submit bursts (a whole curriculum at once) to a single slow runner: the wait rule
         # is tested on its own (test_backlog.py, and `make load`'s smoke runs with it).
         MAX_QUEUE_WAIT_SECONDS="3600",

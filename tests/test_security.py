@@ -233,12 +233,81 @@ def test_fifty_concurrent_submissions_accept_exactly_ten(stack: Stack) -> None:
 
 
 def test_api_quota_cannot_be_dodged_with_forwarded_headers(stack: Stack) -> None:
-    with gateway_with(stack, API_LIMIT_PER_MINUTE="5") as url, httpx.Client(base_url=url, timeout=30) as c:
+    with gateway_with(stack, API_LIMIT_ANONYMOUS_PER_MINUTE="5") as url, httpx.Client(base_url=url, timeout=30) as c:
         codes = [
             c.get("/execution/queue/stats", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(6)
         ]
         assert codes == [200] * 5 + [429]
         assert c.get("/health").status_code == 200  # probes are not counted
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_api_quota_counts_each_signed_in_student_not_their_school(stack: Stack) -> None:
+    """A class behind one NAT address: each student has their own allowance (keyed by the address,
+    the first student's fourth request would have used the whole class's)."""
+    tokens = [stack.new_user(), stack.new_user()]
+    with gateway_with(stack, API_LIMIT_PER_MINUTE="3") as url, httpx.Client(base_url=url, timeout=30) as c:
+        first = [c.get("/auth/me", headers=_bearer(tokens[0])) for _ in range(4)]
+        assert [r.status_code for r in first] == [200, 200, 200, 429]
+        assert first[-1].headers["RateLimit"].startswith('"api";r=0')
+        assert c.get("/auth/me", headers=_bearer(tokens[1])).status_code == 200  # same address, another student
+
+
+def test_api_quota_has_a_ceiling_per_address_over_every_student(stack: Stack) -> None:
+    tokens = [stack.new_user() for _ in range(3)]
+    with (
+        gateway_with(stack, API_LIMIT_PER_ADDRESS_PER_MINUTE="4") as url,
+        httpx.Client(base_url=url, timeout=30) as c,
+    ):
+        answers = [c.get("/auth/me", headers=_bearer(t)) for t in (*tokens, tokens[0], tokens[1])]
+        assert [r.status_code for r in answers] == [200, 200, 200, 200, 429]
+        assert answers[-1].headers["RateLimit"].startswith('"api-address";r=0')
+
+
+def test_forged_tokens_count_as_anonymous_in_the_api_quota(stack: Stack) -> None:
+    """Tokens signed with another key cannot each buy a fresh per-user allowance."""
+    forged = [
+        jwt.encode(
+            {"sub": f"user-{i}", "role": "student", "iss": "coderunner", "aud": "coderunner-api", "exp": 2**31},
+            "not-the-gateway-secret-but-long-enough-for-hs256",
+            algorithm="HS256",
+        )
+        for i in range(4)
+    ]
+    with (
+        gateway_with(stack, API_LIMIT_ANONYMOUS_PER_MINUTE="3") as url,
+        httpx.Client(base_url=url, timeout=30) as c,
+    ):
+        answers = [c.get("/auth/me", headers=_bearer(token)) for token in forged]
+        assert [r.status_code for r in answers] == [401, 401, 401, 429]
+        assert answers[-1].headers["RateLimit"].startswith('"api-anonymous";r=0')
+
+
+def test_a_long_sign_in_queue_answers_503_at_once_and_locks_nobody_out(stack: Stack) -> None:
+    """With the password-hashing queue over SIGN_IN_MAX_WAIT_SECONDS, sign-ins are refused with
+    Retry-After instead of waiting; refusals are not failed attempts, so the account still signs in."""
+    email = _unique_email()
+    with httpx.Client(base_url=stack.base_url, timeout=30) as c:
+        assert _register(c, email).status_code == 201
+    with gateway_with(stack, SIGN_IN_MAX_WAIT_SECONDS="0.001") as url:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as ac:
+                body = {"email": email, "password": PASSWORD}
+                return await asyncio.gather(*(ac.post("/auth/login", json=body) for _ in range(20)))
+
+        answers = asyncio.run(burst())
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 503} and 200 in codes, codes
+        refused = [r for r in answers if r.status_code == 503]
+        assert len(refused) >= 6, codes  # more than the 5 failed attempts that would lock the address
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+        assert refused[0].json()["type"].endswith("/sign-in-busy")
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post("/auth/login", json={"email": email, "password": PASSWORD}).status_code == 200
 
 
 # --- backpressure ---------------------------------------------------------------------------------
