@@ -71,6 +71,13 @@ def curriculum() -> dict[int, dict[str, Any]]:
     }
 
 
+def _seconds(retry_after: str) -> float:
+    try:
+        return max(1.0, float(retry_after))
+    except ValueError:  # an HTTP date: not what the gateway sends, but legal
+        return 5.0
+
+
 @dataclass
 class Job:
     job_id: str
@@ -120,16 +127,26 @@ class Student(HttpUser):
         email = f"load-{secrets.token_hex(8)}@example.org"
         account = {"email": email, "password": PASSWORD, "displayName": "Load", "level": self.level}
         self.email = email
-        self.call("POST", "/auth/register", json=account, expect=(201,))
-        self.sign_in()
+        self.retry_after = 0.0
+        # A refused registration or sign-in (429/503: a burst of students at once) is retried when
+        # Retry-After says, as the browser app does; a student without an account would do nothing.
+        for _ in range(10):
+            if self.call("POST", "/auth/register", json=account, expect=(201,)) is not None or not self.retry_after:
+                break
+            time.sleep(min(self.retry_after, 30))
+        for _ in range(10):
+            if self.sign_in() or not self.retry_after:
+                break
+            time.sleep(min(self.retry_after, 30))
         page = self.call("GET", f"/problems/?level={self.level}&pageSize=100", name="GET /problems/")
         ids = [p["id"] for p in (page or {}).get("items", [])]
         self.problems = [i for i in ids if i in curriculum()] or list(curriculum())
 
-    def sign_in(self) -> None:
+    def sign_in(self) -> bool:
         pair = self.call("POST", "/auth/login", json={"email": self.email, "password": PASSWORD}, auth=False)
         if pair:
             self.token, self.refresh_token = pair["accessToken"], pair["refreshToken"]
+        return bool(pair)
 
     def refresh(self) -> bool:
         pair = self.call("POST", "/auth/refresh", json={"refreshToken": self.refresh_token}, auth=False)
@@ -153,6 +170,7 @@ class Student(HttpUser):
         """The decoded body of an expected answer; None for a refusal or a failure (both recorded)."""
         name = name or f"{method} {path}"
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
+        self.retry_after = 0.0
         with self.client.request(method, path, name=name, json=json, headers=headers, catch_response=True) as res:
             LEDGER.answers[f"{name} {res.status_code}"] += 1
             if res.status_code == 0:
@@ -163,6 +181,7 @@ class Student(HttpUser):
             if res.status_code in (429, 503) and res.headers.get("Retry-After"):
                 res.success()  # backpressure, said properly: a correct answer
                 LEDGER.refused[f"{name} {res.status_code}"] += 1
+                self.retry_after = _seconds(res.headers["Retry-After"])
                 return None
             if res.status_code == 401 and auth and not retried:
                 res.success()  # the access token expired (15 min): rotate and try again
