@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench load examples
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench load chaos examples
 
-.PHONY: install up test lint format bench load clean web
+.PHONY: install up test lint format bench load chaos clean web
 
 # Exact versions from requirements.lock; the project itself is installed editable on top.
 $(STAMP): pyproject.toml requirements.lock
@@ -52,6 +52,12 @@ bench: install
 SCENARIO ?= normal
 load: install
 	$(BIN)/python -m load.run $(SCENARIO)
+
+# The long chaos run (tests/test_chaos.py runs a bounded one): a three-node JetStream cluster, nodes,
+# a runner and consumers SIGKILLed under load, then the history checker's counts.
+JOBS ?= 1000
+chaos: install
+	$(BIN)/python -m chaos --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

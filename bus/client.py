@@ -44,7 +44,7 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
         log.info("nats reconnected")
 
     nc = await nats.connect(
-        url,
+        servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -55,6 +55,12 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
         **({} if buffer_while_reconnecting else {"pending_size": 0}),
     )
     return nc, nc.jetstream(timeout=5)
+
+
+def servers(url: str) -> list[str]:
+    """``NATS_URL`` may list a cluster's nodes, comma-separated: a process that (re)starts while
+    one of them is down connects to another (once connected, the client also learns the others)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
 
 
 def subject_template(subject: str) -> str:

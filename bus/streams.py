@@ -162,6 +162,7 @@ class BusLimits:
     runner_max_deliver: int
     consumer_ack_wait_seconds: float = 30.0
     consumer_max_deliver: int = 10
+    stream_replicas: int = 1
 
 
 def stream_configs(limits: BusLimits) -> list[StreamConfig]:
@@ -171,6 +172,7 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
         max_age=limits.stream_retention_seconds,
         discard=DiscardPolicy.OLD,
         allow_direct=True,  # results are read by subject with direct gets
+        num_replicas=limits.stream_replicas,  # durable consumers inherit it (their replicas: 0)
     )
     return [
         StreamConfig(

@@ -42,6 +42,13 @@ class CommonSettings(Struct, frozen=True, kw_only=True):
     duplicate_window_seconds: PositiveFloat = 120.0
     runner_ack_wait_seconds: PositiveFloat = 30.0
     runner_max_deliver: PositiveInt = 3
+    # How long a consumer process may hold an event before JetStream delivers it again (a killed
+    # consumer's event waits this long).
+    consumer_ack_wait_seconds: PositiveFloat = 30.0
+    # Copies of every stream (and durable consumer) in a JetStream cluster: 3 in production (a node
+    # may fail), 1 on a single server. Raised on existing streams at start-up; JetStream refuses
+    # more replicas than the cluster has nodes.
+    stream_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
     log_level: str = "INFO"
     # JSON lines unless stderr is a terminal ("auto"); or always one of them.
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -57,34 +57,46 @@ class ServerSpec:
     url: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # What it serves ("nats", "redis", "mongodb"): the nodes of a NATS cluster share one.
+    service: str = ""
+
+    def __post_init__(self) -> None:
+        self.service = self.service or self.name
 
 
-def specs(data_dir: Path, *, persistent: bool = True) -> list[ServerSpec]:
+def nats_specs(data_dir: Path, logs: Path, nodes: int = 1) -> list[ServerSpec]:
+    """One JetStream server, or ``nodes`` of them routed into one cluster (``nats-1``…), each with
+    its own store: the cluster JetStream runs in production, on this machine."""
+    if nodes == 1:
+        port = free_port()
+        (data_dir / "nats").mkdir(parents=True, exist_ok=True)
+        argv = [_script("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port)]
+        argv += ["-sd", str(data_dir / "nats"), "-n", "coderunner-embedded"]
+        return [ServerSpec("nats", argv, port, f"nats://127.0.0.1:{port}", logs / "nats.log")]
+    ports = [(free_port(), free_port()) for _ in range(nodes)]
+    routes = ",".join(f"nats://127.0.0.1:{cluster}" for _, cluster in ports)
+    out = []
+    for i, (port, cluster) in enumerate(ports, 1):
+        store = data_dir / f"nats-{i}"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [_script("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+        argv += ["-n", f"coderunner-{i}", "--cluster_name", "coderunner"]
+        argv += ["--cluster", f"nats://127.0.0.1:{cluster}", "--routes", routes]
+        out.append(
+            ServerSpec(f"nats-{i}", argv, port, f"nats://127.0.0.1:{port}", logs / f"nats-{i}.log", service="nats")
+        )
+    return out
+
+
+def specs(data_dir: Path, *, persistent: bool = True, nats_nodes: int = 1) -> list[ServerSpec]:
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    nats_port, redis_port, mongo_port = free_port(), free_port(), free_port()
-    for sub in ("nats", "redis", "mongo"):
+    redis_port, mongo_port = free_port(), free_port()
+    for sub in ("redis", "mongo"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     redis_persistence = ["--appendonly", "yes"] if persistent else ["--appendonly", "no"]
     return [
-        ServerSpec(
-            "nats",
-            [
-                _script("nats-server"),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(nats_port),
-                "-sd",
-                str(data_dir / "nats"),
-                "-n",
-                "coderunner-embedded",
-            ],
-            nats_port,
-            f"nats://127.0.0.1:{nats_port}",
-            logs / "nats.log",
-        ),
+        *nats_specs(data_dir, logs, nats_nodes),
         ServerSpec(
             "redis",
             [
@@ -154,6 +166,38 @@ def wait_listening(spec: ServerSpec, proc: subprocess.Popen[bytes], timeout: flo
             return
         time.sleep(0.05)
     raise EmbeddedError(f"{spec.name} did not listen on port {spec.port} within {timeout:.0f}s")
+
+
+def wait_jetstream(url: str, timeout: float = 60.0) -> None:
+    """Until JetStream answers on ``url`` (a cluster's nodes, comma-separated): a new cluster
+    elects its meta leader a few seconds after its servers listen, and refuses stream changes
+    until then."""
+    import asyncio
+
+    import nats
+    from nats.errors import Error as NatsError
+
+    from bus.client import servers
+
+    async def ready() -> bool:
+        try:
+            nc = await nats.connect(servers(url), connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        except (NatsError, OSError):
+            return False
+        try:
+            await nc.jetstream(timeout=2).account_info()
+            return True
+        except (TimeoutError, NatsError, OSError):
+            return False
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(ready()):
+            return
+        time.sleep(0.2)
+    raise EmbeddedError(f"JetStream at {url} was not ready within {timeout:.0f}s")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

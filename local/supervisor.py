@@ -66,10 +66,16 @@ class Supervised:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, host: str, port: int) -> None:
+    def __init__(
+        self, data_dir: Path, host: str, port: int, *, nats_nodes: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        # Settings for this stack's processes, over this process's environment (which stays as is).
+        self.extra_env = dict(env or {})
         self.host = host
         self.port = port
+        # 3: a JetStream cluster of three servers, streams at R3 (`coderunner up --cluster`).
+        self.nats_nodes = nats_nodes
         self.servers: list[tuple[embedded.ServerSpec, Supervised]] = []
         self.apps: list[Supervised] = []
         self.metrics: dict[str, tuple[int, str]] = {}
@@ -78,11 +84,15 @@ class Stack:
         self.stopping = False
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        urls = {s.name: s.url for s, _ in self.servers}
-        env.setdefault("NATS_URL", urls.get("nats", ""))
-        env.setdefault("REDIS_URL", urls.get("redis", ""))
-        env.setdefault("MONGODB_URI", urls.get("mongodb", ""))
+        env = {**os.environ, **self.extra_env}
+        urls: dict[str, list[str]] = {}
+        for spec, _ in self.servers:
+            urls.setdefault(spec.service, []).append(spec.url)
+        env.setdefault("NATS_URL", ",".join(urls.get("nats", [])))
+        env.setdefault("REDIS_URL", ",".join(urls.get("redis", [])))
+        env.setdefault("MONGODB_URI", ",".join(urls.get("mongodb", [])))
+        if self.nats_nodes > 1:
+            env.setdefault("STREAM_REPLICAS", str(min(3, self.nats_nodes)))
         # The address `up` checks for readiness is the one the gateway listens on.
         env["GATEWAY_HOST"] = self.host
         env["GATEWAY_PORT"] = str(self.port)
@@ -92,9 +102,10 @@ class Stack:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         wanted = {"nats": "NATS_URL", "redis": "REDIS_URL", "mongodb": "MONGODB_URI"}
-        for spec in embedded.specs(self.data_dir):
-            if os.environ.get(wanted[spec.name]):
-                log.info("using external %s at %s", spec.name, os.environ[wanted[spec.name]])
+        given = {**os.environ, **self.extra_env}
+        for spec in embedded.specs(self.data_dir, nats_nodes=self.nats_nodes):
+            if given.get(wanted[spec.service]):
+                log.info("using external %s at %s", spec.service, given[wanted[spec.service]])
                 continue
             sup = Supervised(spec.name, spec.argv, {**os.environ, **spec.env}, spec.log_path)
             # Tracked before waiting: a server that never listens is still stopped by stop().
@@ -103,6 +114,8 @@ class Stack:
             assert sup.proc is not None
             embedded.wait_listening(spec, sup.proc)
         env = self._env()
+        if self.nats_nodes > 1 and not given.get("NATS_URL"):
+            embedded.wait_jetstream(env["NATS_URL"])
         stackenv.write(self.data_dir, env)
         exe = [sys.executable, "-m", "cli"]
         # An empty database gets the curriculum (the files); a seeded one is left as teachers made it.
@@ -220,9 +233,9 @@ def _terminate_all(group: list[Supervised], until: float) -> None:
             sup.proc.wait()
 
 
-def up(data_dir: Path, host: str, port: int) -> int:
+def up(data_dir: Path, host: str, port: int, *, nats_nodes: int = 1) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stack = Stack(data_dir, host, port)
+    stack = Stack(data_dir, host, port, nats_nodes=nats_nodes)
 
     def on_signal(signum: int, _frame: object) -> None:
         stack.stopping = True

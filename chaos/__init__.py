@@ -1,0 +1,1 @@
+"""Fault injection against a clustered stack, and the history checker that judges it (issue 15)."""
