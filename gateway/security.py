@@ -6,7 +6,7 @@ import contextvars
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Container
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
@@ -44,10 +44,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def client_address(scope: Scope, trusted_proxies: Iterable[str]) -> str:
+def client_address(scope: Scope, trusted: Container[str]) -> str:
     """The client's address; X-Forwarded-For only counts when the peer is a trusted proxy."""
     peer = (scope.get("client") or ("unknown", 0))[0]
-    trusted = set(trusted_proxies)
     if peer not in trusted:
         return peer
     for name, value in scope.get("headers", []):

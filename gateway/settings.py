@@ -1,12 +1,33 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Annotated, Any
 
 from msgspec import Meta
 
 from config.common import CommonSettings, check_secret
 from config.loader import PositiveFloat, PositiveInt, Url
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """The reverse proxies whose X-Forwarded-For counts: addresses and networks."""
+
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> TrustedProxies:
+        return cls(tuple(ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()))
+
+    def __contains__(self, address: object) -> bool:
+        try:
+            ip = ip_address(str(address))
+        except ValueError:  # "unknown", a Unix socket's peer, a hostname: never a trusted proxy
+            return False
+        return any(ip in net for net in self.networks)
 
 
 class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
@@ -20,7 +41,8 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
     gateway_port: Annotated[int, Meta(ge=1, le=65535)] = 8000
     # The one browser origin allowed to call the API cross-origin (unset: same origin only).
     cors_origin: Annotated[str, Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] | None = None
-    # Comma-separated addresses of reverse proxies whose X-Forwarded-For is trusted.
+    # Comma-separated addresses or networks (CIDR, e.g. an ingress controller's pod network) of
+    # reverse proxies whose X-Forwarded-For is trusted.
     trusted_proxies: str = ""
     jwt_issuer: str = "coderunner"
     jwt_audience: str = "coderunner-api"
@@ -66,8 +88,17 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True):
                 problems.append(str(exc))
         if values.get("metrics_token") is None and values.get("app_env") == "production":
             problems.append("METRICS_TOKEN is required in production (GET /metrics is public without it)")
+        try:
+            _trusted(values.get("trusted_proxies") or "")
+        except ValueError as exc:
+            problems.append(f"TRUSTED_PROXIES: {exc} (addresses or CIDR networks, comma-separated)")
         return problems
 
     @property
-    def trusted_proxy_set(self) -> frozenset[str]:
-        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+    def trusted_proxy_set(self) -> TrustedProxies:
+        return _trusted(self.trusted_proxies)
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted(text: str) -> TrustedProxies:
+    return TrustedProxies.parse(text)

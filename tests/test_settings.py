@@ -123,3 +123,29 @@ def test_cors_origin_must_be_one_origin() -> None:
     for bad in ("*", "https://a.org/path", "app.example.org", "https://a.org, https://b.org"):
         with pytest.raises(SettingsError, match="CORS_ORIGIN"):
             load(GatewaySettings, {**base, "CORS_ORIGIN": bad})
+
+
+GATEWAY_ENV = {
+    "NATS_URL": "nats://n:4222",
+    "REDIS_URL": "redis://r",
+    "MONGODB_URI": "mongodb://m",
+    "JWT_SECRET": "k3Xq9vLm2PzR7tYw4NbC8sHd6FgJ1aQe5UoI0",
+}
+
+
+def test_trusted_proxies_take_networks_and_name_a_bad_entry() -> None:
+    """An ingress controller's pods have no fixed address: their network must be trustable."""
+    from gateway.security import client_address
+
+    trusted = load(GatewaySettings, {**GATEWAY_ENV, "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"}).trusted_proxy_set
+
+    def scope(peer: str, forwarded: str) -> dict[str, object]:
+        return {"client": (peer, 1234), "headers": [(b"x-forwarded-for", forwarded.encode())]}
+
+    assert client_address(scope("10.42.0.7", "203.0.113.9"), trusted) == "203.0.113.9"
+    # The rightmost hop that is not a proxy: a client cannot pick its address by sending the header.
+    assert client_address(scope("10.42.0.7", "198.51.100.1, 203.0.113.9, 10.42.3.3"), trusted) == "203.0.113.9"
+    assert client_address(scope("192.0.2.5", "203.0.113.9"), trusted) == "192.0.2.5"  # not a proxy
+    with pytest.raises(SettingsError) as info:
+        load(GatewaySettings, {**GATEWAY_ENV, "TRUSTED_PROXIES": "10.0.0.0/8,ingress"})
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("TRUSTED_PROXIES:")
