@@ -68,9 +68,18 @@ class Verdict:
     def ok(self) -> bool:
         return not self.problems
 
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
     def report(self) -> str:
         line = ", ".join(f"{name} {value}" for name, value in self.counts.items())
-        return "\n".join([f"history: {line}", *(f"  PROBLEM: {p}" for p in self.problems)])
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dead_letter_reasons.items()))
+        return "\n".join(
+            [
+                f"history: {line}",
+                *([f"  dead letters of acknowledged jobs, by reason: {reasons}"] if reasons else []),
+                *(f"  PROBLEM: {p}" for p in self.problems),
+            ]
+        )
 
 
 def judge(history: History) -> Verdict:
@@ -124,7 +133,8 @@ def judge(history: History) -> Verdict:
         "duplicated": len(set(twice_finished) | set(twice_graded) | set(recorded_twice)) + len(over),
         "stored, not acknowledged": len(set(history.submissions) - set(acked)),
     }
-    return Verdict(counts, problems)
+    reasons = Counter(r for j in acked for r in history.dead_letters.get(j, []))
+    return Verdict(counts, problems, dict(reasons))
 
 
 async def _messages(js: JetStreamContext, stream: str, subject: str) -> list[tuple[str, bytes]]:
