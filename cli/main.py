@@ -9,6 +9,8 @@
 - ``coderunner user-role EMAIL ROLE``: make an account a teacher or admin (signs it out).
 - ``coderunner seed``: load the curriculum files into MongoDB (idempotent).
 - ``coderunner rebuild progress``: recompute the progress projection from the streams, swap it in.
+- ``coderunner backup DIR`` / ``restore DIR``: the streams and the MongoDB database saved to a folder,
+  and put back with their sequences (docs/backup.md).
 - ``coderunner schema [--write]``: the JSON Schema of every event (the public contract); ``--write``
   writes every generated file of the contract (``schemas/json/``, ``schemas/asyncapi.yaml``).
 - ``coderunner asyncapi``: the AsyncAPI 3.0 document of every channel.
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--data-dir", type=Path, default=Path(".data"))
     up.add_argument("--host", default=None, help="gateway address (default: GATEWAY_HOST, else 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="gateway port (default: GATEWAY_PORT, else 8000)")
+    up.add_argument("--cluster", action="store_true", help="three NATS servers as one JetStream cluster, streams at R3")
     sub.add_parser("gateway", help="run the HTTP gateway")
     sub.add_parser("runner", help="run a runner")
     consume = sub.add_parser("consume", help="run a durable consumer")
@@ -237,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
 
     replay.add_replay_arguments(sub.add_parser("replay", help="print stored events as a timeline, or dead letters"))
     replay.add_redrive_arguments(sub.add_parser("redrive", help="publish dead letters again to their subject"))
+    from cli import backup
+
+    backup.add_backup_arguments(sub.add_parser("backup", help="save the streams and the database to a folder"))
+    backup.add_restore_arguments(sub.add_parser("restore", help="restore a backup into an empty stack"))
     role = sub.add_parser("user-role", help="set an account's role (student, teacher, admin)")
     role.add_argument("email")
     role.add_argument("role", choices=["student", "teacher", "admin"])
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             from local.supervisor import up as run_up
 
             host, port = _gateway_address(args.host, args.port)
-            raise SystemExit(run_up(args.data_dir.resolve(), host, port))
+            raise SystemExit(run_up(args.data_dir.resolve(), host, port, nats_nodes=3 if args.cluster else 1))
         if args.command == "gateway":
             from gateway.app import main as gateway_main
 
@@ -275,6 +282,10 @@ def main(argv: list[str] | None = None) -> None:
             replay.main_replay(args)
         elif args.command == "redrive":
             replay.main_redrive(args)
+        elif args.command == "backup":
+            backup.main_backup(args)
+        elif args.command == "restore":
+            backup.main_restore(args)
         elif args.command == "user-role":
             _set_role(args.email, args.role)
         elif args.command == "rebuild":
