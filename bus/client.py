@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 from opentelemetry import propagate, trace
 
 from schemas.codec import encode
@@ -26,8 +26,14 @@ class NotPublished(NatsError):
     """The message was certainly not stored, and will not be later."""
 
 
-async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True) -> tuple[NATS, JetStreamContext]:
-    """Connect, reconnecting forever.
+async def connect(
+    url: str, name: str, *, buffer_while_reconnecting: bool = True, one_shot: bool = False
+) -> tuple[NATS, JetStreamContext]:
+    """Connect, reconnecting forever (a service waits for the bus, however long it is away).
+
+    ``one_shot`` is for commands (``coderunner events``, ``seed``, ``replay``...): they give up after
+    a few tries and say so, instead of waiting forever for a server that is not there (nats-py
+    retries even the first connection forever when reconnects are unlimited).
 
     With ``buffer_while_reconnecting=False`` a publish while disconnected fails at once instead of
     waiting in the client's reconnect buffer and going out after the reconnect: the gateway needs
@@ -46,7 +52,7 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
     nc = await nats.connect(
         servers(url),
         name=name,
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=3 if one_shot else -1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
         error_cb=on_error,
@@ -107,7 +113,8 @@ async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str
     """Publish to JetStream and wait for its ack.
 
     Raises :class:`NotPublished` when the message certainly was not stored: the client refused to
-    buffer it while disconnected (see ``connect``), the connection is closed, or no stream took it.
+    buffer it while disconnected (see ``connect``), the connection is closed, no stream took it, or
+    JetStream answered with an error.
     Any other error (an ack timeout above all) leaves it unknown whether the message was stored.
     """
     attributes = _messaging(subject, "send")
@@ -122,6 +129,10 @@ async def publish(js: JetStreamContext, subject: str, event: Any, *, msg_id: str
         except (OutboundBufferLimitError, ConnectionClosedError, NoRespondersError, NoStreamResponseError) as exc:
             # No responders: no stream took the message (JetStream unavailable), so nothing was stored.
             raise NotPublished(str(exc) or type(exc).__name__) from exc
+        except APIError as exc:
+            # JetStream answered with an error (the stream is full, has no quorum, refuses it): an
+            # answer, so the message was certainly not stored.
+            raise NotPublished(f"{type(exc).__name__}: {exc.description or exc.code}") from exc
 
 
 async def close(nc: NATS) -> None:

@@ -64,6 +64,9 @@ class Fault:
     at: float  # share of the submissions acknowledged when it happens
     what: str
     action: Callable[[], None]
+    # Or this long after the previous fault: while a stream has no quorum nothing is acknowledged,
+    # so a share would never be reached.
+    after_seconds: float | None = None
 
 
 @dataclass
@@ -73,6 +76,8 @@ class ChaosStack:
     folder: Path
     stack: Stack = field(init=False)
     runner2: Supervised | None = None
+    killed: set[str] = field(default_factory=set)  # down on purpose, until the plan restarts them
+    revived: list[str] = field(default_factory=list)  # processes that exited by themselves
 
     def __post_init__(self) -> None:
         self.stack = Stack(self.folder, "127.0.0.1", embedded.free_port(), nats_nodes=3, env=ENV)
@@ -105,17 +110,31 @@ class ChaosStack:
                 return sup
         return next(app for app in self.stack.apps if app.name == name)
 
-    def kill(self, name: str) -> None:
-        sup = self.process(name)
-        if sup.proc is not None and sup.proc.poll() is None:
-            sup.proc.send_signal(signal.SIGKILL)
-            sup.proc.wait()
-        log.warning("chaos: killed %s", name)
+    def kill(self, *names: str) -> None:
+        for name in names:
+            sup = self.process(name)
+            self.killed.add(name)
+            if sup.proc is not None and sup.proc.poll() is None:
+                sup.proc.send_signal(signal.SIGKILL)
+                sup.proc.wait()
+            log.warning("chaos: killed %s", name)
 
-    def restart(self, name: str) -> None:
-        sup = self.process(name)
-        sup.start()
-        log.warning("chaos: restarted %s", name)
+    def restart(self, *names: str) -> None:
+        for name in names:
+            self.process(name).start()
+            self.killed.discard(name)
+            log.warning("chaos: restarted %s", name)
+
+    async def supervise(self) -> None:
+        """Restart an application process that exited by itself, as Kubernetes restarts a crashed
+        pod (a process may exit when NATS is unreachable at its start: that is its contract)."""
+        while True:
+            await asyncio.sleep(0.5)
+            for app in self.stack.apps:
+                if app.proc is not None and app.proc.poll() is not None and app.name not in self.killed:
+                    self.revived.append(f"{app.name} exited by itself (code {app.proc.returncode}); restarted")
+                    log.warning("chaos: %s", self.revived[-1])
+                    app.start()
 
     async def executions_leader(self) -> str:
         """The NATS node (``nats-N``) that leads the EXECUTIONS stream now."""
@@ -240,9 +259,16 @@ async def _faults(chaos: ChaosStack, load: Load, done: list[str]) -> None:
         Fault(0.70, "restart consumer-grading", lambda: chaos.restart("consumer-grading")),
         Fault(0.75, "SIGKILL consumer-progress", lambda: chaos.kill("consumer-progress")),
         Fault(0.85, "restart consumer-progress", lambda: chaos.restart("consumer-progress")),
+        # Two of three nodes: the streams lose their quorum and can store nothing. Submissions must
+        # be refused (503), not acknowledged, until it is back.
+        Fault(0.88, "SIGKILL nats-1 and nats-2 (no quorum)", lambda: chaos.kill("nats-1", "nats-2")),
+        Fault(0, "restart nats-1 and nats-2", lambda: chaos.restart("nats-1", "nats-2"), 8.0),
     ]
     for fault in plan:
-        await load.until(fault.at)
+        if fault.after_seconds is not None:
+            await asyncio.sleep(fault.after_seconds)
+        else:
+            await load.until(fault.at)
         fault.action()
         done.append(f"{len(load.acknowledged)}/{load.jobs} acknowledged: {fault.what}")
 
@@ -253,6 +279,7 @@ async def run(folder: Path, jobs: int, students: int = 8, settle_seconds: float 
         await asyncio.to_thread(chaos.start)
         load = Load(chaos.url, jobs, students, curriculum_problems())
         done: list[str] = []
+        supervisor = asyncio.create_task(chaos.supervise())
         faults = asyncio.create_task(_faults(chaos, load, done))
         await load.run()
         if not faults.done():  # the load gave up before every fault's turn: say so, not hide it
@@ -270,6 +297,8 @@ async def run(folder: Path, jobs: int, students: int = 8, settle_seconds: float 
         while not verdict.ok and time.monotonic() < deadline:
             await asyncio.sleep(2)
             verdict = await check(chaos.env, load.acknowledged)
+        supervisor.cancel()
+        done += chaos.revived
         return verdict, done
     finally:
         await asyncio.to_thread(chaos.stop)

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nats.errors import NoServersError
+
 from bus import streams
 from config.loader import SettingsError
 
@@ -57,7 +59,7 @@ def _events(job_id: str) -> None:
         url = stack_setting("NATS_URL")
         if not url:
             raise SystemExit("coderunner events: NATS_URL is required")
-        nc, js = await client.connect(url, "coderunner-events")
+        nc, js = await client.connect(url, "coderunner-events", one_shot=True)
         try:
             submission = await history.submission_of(js, job_id)
             if submission is None:
@@ -94,7 +96,7 @@ def _seed(path: Path | None, if_empty: bool) -> None:
 
     async def run() -> None:
         mongo: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
-        nc, js = await client.connect(nats_url, "coderunner-seed")
+        nc, js = await client.connect(nats_url, "coderunner-seed", one_shot=True)
         try:
             await init_beanie(database=mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
             store = CurriculumStore()
@@ -126,7 +128,7 @@ def _rebuild(what: str) -> None:
 
     async def run() -> None:
         mongo: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
-        nc, js = await client.connect(nats_url, "coderunner-rebuild")
+        nc, js = await client.connect(nats_url, "coderunner-rebuild", one_shot=True)
         try:
             print(await rebuild(js, mongo.get_default_database("coderunner"), say=print))
         finally:
@@ -301,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"coderunner {args.command}: {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except NoServersError:
+        # A command's one-shot connection gave up (the services wait for the bus instead).
+        print(f"coderunner {args.command}: NATS is not reachable at NATS_URL", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

@@ -579,7 +579,7 @@ def main_replay(args: argparse.Namespace) -> None:
     sel = selection_of(args)
 
     async def run() -> int:
-        nc, js = await client.connect(_nats_url("replay"), "coderunner-replay")
+        nc, js = await client.connect(_nats_url("replay"), "coderunner-replay", one_shot=True)
         try:
             return await replay(
                 js, sel, as_json=args.json, dead=args.dead_letters or bool(args.reason), follow=args.follow
@@ -654,7 +654,7 @@ def main_redrive(args: argparse.Namespace) -> None:
         raise SystemExit("coderunner redrive: name dead letters: SEQ..., --reason or --job")
 
     async def run() -> int:
-        nc, js = await client.connect(_nats_url("redrive"), "coderunner-redrive")
+        nc, js = await client.connect(_nats_url("redrive"), "coderunner-redrive", one_shot=True)
         try:
             return await redrive(js, args)
         finally:

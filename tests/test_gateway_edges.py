@@ -11,13 +11,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
 import redis
+from nats.js.api import DiscardPolicy
 
 from bus import streams
 from config.loader import SettingsError, load
@@ -168,6 +169,30 @@ def test_submit_answered_503_while_nats_is_down_never_runs_nor_spends_quota(stac
         # Anything the client had buffered was flushed before that publish's ack came back.
         assert not _submission_exists(server.url, job_id), "a submission answered 503 was queued"
         assert _stored_submissions(server.url) == 1, "a submission answered 503 was queued"
+
+
+def test_a_submission_the_stream_refuses_is_never_acknowledged(stack: Stack, tmp_path: Path) -> None:
+    """JetStream answering an error (here the stream is full and refuses new messages; in a cluster,
+    a stream without quorum) means nothing was stored: 503, never 202. The chaos test's checker
+    found a 202 for a submission that was never stored."""
+    token = stack.new_user()
+    with own_nats(tmp_path) as server, gateway_with(stack, NATS_URL=server.url) as gw, gw.client(token) as c:
+        assert c.post("/execution/submit", json={"code": "print(1)"}).status_code == 202
+        asyncio.run(_refuse_new_submissions(server.url))
+        refused = c.post("/execution/submit", json={"code": "print(2)"})
+        _assert_problem(refused, 503)
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert _stored_submissions(server.url) == 1
+
+
+async def _refuse_new_submissions(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(streams.SUBMISSIONS)).config
+        await js.update_stream(replace(config, max_msgs=1, discard=DiscardPolicy.NEW))
+    finally:
+        await nc.close()
 
 
 def _stored_submissions(nats_url: str) -> int:

@@ -149,3 +149,19 @@ def test_trusted_proxies_take_networks_and_name_a_bad_entry() -> None:
     with pytest.raises(SettingsError) as info:
         load(GatewaySettings, {**GATEWAY_ENV, "TRUSTED_PROXIES": "10.0.0.0/8,ingress"})
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith("TRUSTED_PROXIES:")
+
+
+def test_a_command_gives_up_on_an_unreachable_nats_in_one_line() -> None:
+    """Services wait for the bus; a command says it is not there (it used to retry forever)."""
+    from local.embedded import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "events", "abcdefgh12345"],
+        env={"NATS_URL": f"nats://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "coderunner events: NATS is not reachable at NATS_URL"
