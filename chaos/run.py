@@ -222,7 +222,7 @@ class Load:
     async def _read_to_done(self, http: httpx.AsyncClient, url: str, auth: dict[str, str]) -> None:
         """The browser's part: the event stream, to `done` (not judged: the checker reads the streams)."""
         try:
-            async with asyncio.timeout(60), http.stream("GET", url, headers=auth) as res:
+            async with asyncio.timeout(30), http.stream("GET", url, headers=auth) as res:
                 async for line in res.aiter_lines():
                     if line == "event: done":
                         return
@@ -253,12 +253,14 @@ async def _faults(chaos: ChaosStack, load: Load, done: list[str]) -> None:
     plan = [
         Fault(0.15, f"SIGKILL {leader} (EXECUTIONS leader)", lambda: chaos.kill(leader)),
         Fault(0.30, f"restart {leader}", lambda: chaos.restart(leader)),
+        # Processes come back after a few seconds, as an orchestrator restarts them: by a share they
+        # might never come back, since students wait for the dead consumer's results.
         Fault(0.40, "SIGKILL runner", lambda: chaos.kill("runner")),
-        Fault(0.50, "restart runner", lambda: chaos.restart("runner")),
-        Fault(0.60, "SIGKILL consumer-grading", lambda: chaos.kill("consumer-grading")),
-        Fault(0.70, "restart consumer-grading", lambda: chaos.restart("consumer-grading")),
-        Fault(0.75, "SIGKILL consumer-progress", lambda: chaos.kill("consumer-progress")),
-        Fault(0.85, "restart consumer-progress", lambda: chaos.restart("consumer-progress")),
+        Fault(0, "restart runner", lambda: chaos.restart("runner"), 4.0),
+        Fault(0.55, "SIGKILL consumer-grading", lambda: chaos.kill("consumer-grading")),
+        Fault(0, "restart consumer-grading", lambda: chaos.restart("consumer-grading"), 4.0),
+        Fault(0.70, "SIGKILL consumer-progress", lambda: chaos.kill("consumer-progress")),
+        Fault(0, "restart consumer-progress", lambda: chaos.restart("consumer-progress"), 4.0),
         # Two of three nodes: the streams lose their quorum and can store nothing. Submissions must
         # be refused (503), not acknowledged, until it is back.
         Fault(0.88, "SIGKILL nats-1 and nats-2 (no quorum)", lambda: chaos.kill("nats-1", "nats-2")),

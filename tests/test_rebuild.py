@@ -27,7 +27,7 @@ from tests.test_progress import _redeliver
 
 pytestmark = pytest.mark.e2e
 
-PROBLEMS = files.load().problems[:16]
+PROBLEMS = files.load().problems[:8]
 STUDENTS = 6
 
 

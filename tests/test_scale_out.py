@@ -221,7 +221,7 @@ def test_an_event_stream_moved_to_another_gateway_mid_job_resumes_without_gaps(
 # The sleepers hold both runners until the wall-clock limit ends them. The checks need them running
 # (they took 1.3 s of these 10 on a busy 2-core machine); the test then waits for the limit, so that
 # it leaves the runners free.
-SLEEPER_WALL_MS = 10_000
+SLEEPER_WALL_MS = 6_000
 
 
 def test_backpressure_counts_the_jobs_in_flight_on_both_runners(stack: Stack, runners: dict[str, App]) -> None:
