@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import signal
@@ -99,6 +100,11 @@ class ChaosStack:
 
     def stop(self) -> None:
         self.stack.stop()
+        # A sandbox of a killed runner may take a moment to die after its bwrap.
+        deadline = time.monotonic() + 10
+        while any(uid != os.getuid() for _, uid in _zombie_children()) and time.monotonic() < deadline:
+            self.reap_orphans()
+            time.sleep(0.1)
 
     @property
     def env(self) -> dict[str, str]:
@@ -125,11 +131,27 @@ class ChaosStack:
             self.killed.discard(name)
             log.warning("chaos: restarted %s", name)
 
+    def reap_orphans(self) -> int:
+        """Reap the sandboxes a SIGKILLed runner left behind.
+
+        They die with it (bwrap's --die-with-parent) but are re-parented to the nearest subreaper,
+        which may be this process (pytest is one once a sandbox backend ran in it): unreaped, they
+        stay zombies under sandbox uids. Only zombies of other uids are reaped, so no exit status
+        this process's own children (the stack's servers) are waited for is taken.
+        """
+        reaped = 0
+        for pid, uid in _zombie_children():
+            if uid != os.getuid():
+                with contextlib.suppress(ChildProcessError):
+                    reaped += os.waitpid(pid, os.WNOHANG)[0] == pid
+        return reaped
+
     async def supervise(self) -> None:
         """Restart an application process that exited by itself, as Kubernetes restarts a crashed
         pod (a process may exit when NATS is unreachable at its start: that is its contract)."""
         while True:
             await asyncio.sleep(0.5)
+            self.reap_orphans()
             for app in self.stack.apps:
                 if app.proc is not None and app.proc.poll() is not None and app.name not in self.killed:
                     self.revived.append(f"{app.name} exited by itself (code {app.proc.returncode}); restarted")
@@ -228,6 +250,25 @@ class Load:
                         return
         except (httpx.HTTPError, TimeoutError):
             self.streams_broken += 1
+
+
+def _zombie_children() -> list[tuple[int, int]]:
+    """(pid, uid) of this process's children that have exited and wait to be reaped."""
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if state == "Z" and int(ppid) == me:
+            uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+            found.append((int(entry.name), uid))
+    return found
 
 
 def curriculum_problems(limit: int = 6) -> list[dict[str, Any]]:
