@@ -297,15 +297,15 @@ async def _faults(chaos: ChaosStack, load: Load, done: list[str]) -> None:
         # Processes come back after a few seconds, as an orchestrator restarts them: by a share they
         # might never come back, since students wait for the dead consumer's results.
         Fault(0.40, "SIGKILL runner", lambda: chaos.kill("runner")),
-        Fault(0, "restart runner", lambda: chaos.restart("runner"), 4.0),
+        Fault(0, "restart runner", lambda: chaos.restart("runner"), 3.0),
         Fault(0.55, "SIGKILL consumer-grading", lambda: chaos.kill("consumer-grading")),
-        Fault(0, "restart consumer-grading", lambda: chaos.restart("consumer-grading"), 4.0),
+        Fault(0, "restart consumer-grading", lambda: chaos.restart("consumer-grading"), 3.0),
         Fault(0.70, "SIGKILL consumer-progress", lambda: chaos.kill("consumer-progress")),
-        Fault(0, "restart consumer-progress", lambda: chaos.restart("consumer-progress"), 4.0),
+        Fault(0, "restart consumer-progress", lambda: chaos.restart("consumer-progress"), 3.0),
         # Two of three nodes: the streams lose their quorum and can store nothing. Submissions must
         # be refused (503), not acknowledged, until it is back.
         Fault(0.88, "SIGKILL nats-1 and nats-2 (no quorum)", lambda: chaos.kill("nats-1", "nats-2")),
-        Fault(0, "restart nats-1 and nats-2", lambda: chaos.restart("nats-1", "nats-2"), 8.0),
+        Fault(0, "restart nats-1 and nats-2", lambda: chaos.restart("nats-1", "nats-2"), 5.0),
     ]
     for fault in plan:
         if fault.after_seconds is not None:
