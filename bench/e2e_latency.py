@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from bench.common import bare_python, running_stack, summary
+from local.stackenv import NO_QUOTAS
 
 
 def one_job(client: httpx.Client, code: str) -> tuple[float, dict]:
@@ -52,13 +53,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     # The benchmark measures latency, not the per-user quotas (10 runs a minute by default).
-    os.environ.update(
-        EXEC_LIMIT_PER_MINUTE="1000000",
-        EXEC_LIMIT_PER_DAY="1000000",
-        API_LIMIT_PER_MINUTE="1000000",
-        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
-        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
-    )
+    os.environ.update(NO_QUOTAS)
     with tempfile.TemporaryDirectory() as tmp:
         with running_stack(Path(tmp)) as (_, base), httpx.Client(base_url=base, timeout=30) as client:
             sign_in(client)

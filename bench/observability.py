@@ -68,6 +68,7 @@ from bench.common import percentile
 from bus import streams
 from local import embedded
 from local.lifetimes import die_with_parent
+from local.stackenv import NO_QUOTAS
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = "print(sum(range(1000)))"
@@ -503,11 +504,7 @@ def base_env(urls: dict[str, str]) -> dict[str, str]:
         JWT_SECRET=secrets.token_urlsafe(48),
         RUNNER_CONCURRENCY="2",
         # The benchmark measures throughput, not the quotas or the back-pressure.
-        EXEC_LIMIT_PER_MINUTE="1000000",
-        EXEC_LIMIT_PER_DAY="1000000",
-        API_LIMIT_PER_MINUTE="1000000",
-        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
-        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
+        **NO_QUOTAS,
         SSE_MAX_STREAMS_PER_USER="1000",
         MAX_QUEUE_DEPTH="100000",
     )

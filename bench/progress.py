@@ -31,6 +31,7 @@ from bench.grading import grade
 from bus import client, streams
 from curriculum import files
 from local import embedded
+from local.stackenv import NO_QUOTAS
 from local.supervisor import Stack
 from schemas import subjects
 from schemas.grades import Graded
@@ -83,13 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     args = parser.parse_args()
-    os.environ.update(
-        EXEC_LIMIT_PER_MINUTE="1000000",
-        EXEC_LIMIT_PER_DAY="1000000",
-        API_LIMIT_PER_MINUTE="1000000",
-        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
-        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
-    )
+    os.environ.update(NO_QUOTAS)
     with tempfile.TemporaryDirectory() as tmp:
         port = embedded.free_port()
         stack = Stack(Path(tmp), "127.0.0.1", port)

@@ -35,6 +35,7 @@ from httpx_sse import connect_sse
 from bench.common import running_stack, summary
 from bench.e2e_latency import sign_in
 from local.lifetimes import die_with_parent
+from local.stackenv import NO_QUOTAS
 
 HEARTBEAT_SECONDS = 15  # the default: what production streams get
 
@@ -124,11 +125,7 @@ def main() -> None:
         asyncio.run(hold_streams(args.hold, args.streams))
         return
     os.environ.update(
-        EXEC_LIMIT_PER_MINUTE="1000000",
-        EXEC_LIMIT_PER_DAY="1000000",
-        API_LIMIT_PER_MINUTE="1000000",
-        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
-        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
+        **NO_QUOTAS,
         SSE_MAX_STREAMS_PER_USER="1000000",
         SSE_MAX_STREAMS_PER_JOB="1000000",
         SSE_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),

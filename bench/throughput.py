@@ -36,6 +36,7 @@ from bench.e2e_latency import sign_in
 from curriculum.files import load as load_curriculum
 from load.run import Sampler
 from local import embedded
+from local.stackenv import NO_QUOTAS
 from local.supervisor import Supervised
 from sandbox.bwrap import find_python
 
@@ -90,13 +91,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--runners", type=int, default=1, help="runner processes (the stack starts one)")
     args = parser.parse_args()
-    os.environ.update(
-        EXEC_LIMIT_PER_MINUTE="1000000",
-        EXEC_LIMIT_PER_DAY="1000000",
-        API_LIMIT_PER_MINUTE="1000000",
-        API_LIMIT_ANONYMOUS_PER_MINUTE="1000000",
-        API_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
-    )
+    os.environ.update(NO_QUOTAS)
     solution = next(p.solution for p in load_curriculum().problems if p.id == GRADED_PROBLEM)
     with tempfile.TemporaryDirectory() as tmp:
         with running_stack(Path(tmp)) as (stack, base):

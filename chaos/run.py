@@ -40,6 +40,7 @@ from pymongo import AsyncMongoClient
 from bus import client, streams
 from chaos.checker import Acknowledged, Verdict, judge, read_history
 from local import embedded
+from local.stackenv import NO_QUOTAS
 from local.supervisor import Stack, Supervised
 
 log = logging.getLogger("coderunner.chaos")
@@ -47,11 +48,7 @@ log = logging.getLogger("coderunner.chaos")
 # The settings a chaos run needs: quotas that let one machine's students submit hundreds of jobs,
 # and redelivery soon enough after a SIGKILL (the defaults, 30 s, are for production).
 ENV = {
-    "EXEC_LIMIT_PER_MINUTE": "100000",
-    "EXEC_LIMIT_PER_DAY": "1000000",
-    "API_LIMIT_PER_MINUTE": "100000",
-    "API_LIMIT_ANONYMOUS_PER_MINUTE": "100000",
-    "API_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000",
+    **NO_QUOTAS,
     "MAX_QUEUE_WAIT_SECONDS": "3600",
     "RUNNER_ACK_WAIT_SECONDS": "3",
     "CONSUMER_ACK_WAIT_SECONDS": "3",

@@ -52,7 +52,7 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -420,8 +420,9 @@ def _server_version(nc: NATS) -> str:
         return "unknown"
 
 
-async def backup(directory: Path, nats_url: str, mongo_uri: str, say: Say = print) -> dict[str, Any]:
-    _check_fresh(directory)
+@contextlib.asynccontextmanager
+async def _connected(nats_url: str, mongo_uri: str) -> AsyncIterator[tuple[NATS, Any]]:
+    """NATS and the application's database, both reachable (else BackupError), closed after."""
     mongo, db = connect_mongo(mongo_uri)
     try:
         nc = await connect_nats(nats_url)
@@ -429,35 +430,42 @@ async def backup(directory: Path, nats_url: str, mongo_uri: str, say: Say = prin
         mongo.close()
         raise
     try:
-        os.makedirs(directory, exist_ok=True)  # once both servers answer
-        started = datetime.now(UTC)
-        # MongoDB first, then the streams (module docstring): the database never records a
-        # sequence the streams have not reached.
-        collections = await asyncio.to_thread(dump_database, db, directory / MONGO_DIR, directory)
-        stream_entries, absent = [], []
-        for name in declared_streams():
-            if await stream_state(nc, name) is None:
-                absent.append(name)
-                continue
-            stream_entries.append(await snapshot_stream(nc, name, directory / NATS_DIR / name, directory))
-        manifest = {
-            "format": FORMAT,
-            "created": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "app": _app_version(),
-            "nats": {"server_version": _server_version(nc), "streams": stream_entries},
-            "not_provisioned": absent,
-            "mongodb": {"database": db.name, "collections": collections},
-        }
-        partial = directory / (MANIFEST + ".partial")
-        _json(partial, manifest)
-        os.replace(partial, directory / MANIFEST)  # last: a folder with a manifest is a whole backup
-    except (BackupError, PyMongoError, NatsError, OSError) as exc:
-        what = exc if isinstance(exc, BackupError) else _first(exc)
-        raise BackupError(f"{what} ({directory} is unfinished, with no {MANIFEST}: delete it)") from None
+        yield nc, db
     finally:
         await nc.close()
         mongo.close()
+
+
+async def backup(directory: Path, nats_url: str, mongo_uri: str, say: Say = print) -> dict[str, Any]:
+    _check_fresh(directory)
+    async with _connected(nats_url, mongo_uri) as (nc, db):
+        try:
+            os.makedirs(directory, exist_ok=True)  # once both servers answer
+            started = datetime.now(UTC)
+            # MongoDB first, then the streams (module docstring): the database never records a
+            # sequence the streams have not reached.
+            collections = await asyncio.to_thread(dump_database, db, directory / MONGO_DIR, directory)
+            stream_entries, absent = [], []
+            for name in declared_streams():
+                if await stream_state(nc, name) is None:
+                    absent.append(name)
+                    continue
+                stream_entries.append(await snapshot_stream(nc, name, directory / NATS_DIR / name, directory))
+            manifest = {
+                "format": FORMAT,
+                "created": started.isoformat(timespec="seconds"),
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                "app": _app_version(),
+                "nats": {"server_version": _server_version(nc), "streams": stream_entries},
+                "not_provisioned": absent,
+                "mongodb": {"database": db.name, "collections": collections},
+            }
+            partial = directory / (MANIFEST + ".partial")
+            _json(partial, manifest)
+            os.replace(partial, directory / MANIFEST)  # last: a folder with a manifest is a whole backup
+        except (BackupError, PyMongoError, NatsError, OSError) as exc:
+            what = exc if isinstance(exc, BackupError) else _first(exc)
+            raise BackupError(f"{what} ({directory} is unfinished, with no {MANIFEST}: delete it)") from None
     say(f"backup in {directory} ({MANIFEST}), {manifest['created']}:")
     for s in stream_entries:
         say(
@@ -522,13 +530,7 @@ async def restore(
         f"backup of {manifest['created']} by coderunner {app['version']}"
         + (f" (commit {app['commit'][:12]})" if app.get("commit") else "")
     )
-    mongo, db = connect_mongo(mongo_uri)
-    try:
-        nc = await connect_nats(nats_url)
-    except BackupError:
-        mongo.close()
-        raise
-    try:
+    async with _connected(nats_url, mongo_uri) as (nc, db):
         js = nc.jetstream(timeout=10)
         wanted = manifest["nats"]["streams"]
         collections = manifest["mongodb"]["collections"]
@@ -577,9 +579,6 @@ async def restore(
             checks.append(_check_stream(entry, restored[entry["name"]], await stream_state(nc, entry["name"])))
         for entry in collections:
             checks.append(_check_collection(db, entry))
-    finally:
-        await nc.close()
-        mongo.close()
 
     for check in checks:
         say(check.line)
