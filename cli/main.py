@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     consume = sub.add_parser("consume", help="run a durable consumer")
     consume.add_argument("name", choices=list(streams.CONSUMERS))
     events = sub.add_parser("events", help="print a job's stored events (for incident analysis)")
-    events.add_argument("job_id")
+    events.add_argument("job_id", help="the job id (after --: an id may start with -)")
     from cli import replay
 
     replay.add_replay_arguments(sub.add_parser("replay", help="print stored events as a timeline, or dead letters"))

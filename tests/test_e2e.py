@@ -205,7 +205,7 @@ def test_events_cli_prints_a_jobs_history(stack: Stack, runner, nats_url: str) -
         job = submit(client, "print('for the record')")
         read_events(client, job["eventsUrl"])
     out = subprocess.run(
-        [sys.executable, "-m", "cli", "events", job["jobId"]],
+        [sys.executable, "-m", "cli", "events", "--", job["jobId"]],
         env={**stack.env},
         cwd=ROOT,
         capture_output=True,
