@@ -11,14 +11,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from beanie import init_beanie
 from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import File
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from opentelemetry import trace
@@ -28,12 +31,14 @@ from bus import client, streams
 from config.loader import load
 from curriculum.store import DOCUMENTS as CURRICULUM_DOCUMENTS
 from curriculum.store import CurriculumStore
+from flags.store import FlagReader, RedisSource
+from gateway import openapi
 from gateway.accounts.controller import AuthController
 from gateway.accounts.service import DOCUMENTS as ACCOUNT_DOCUMENTS
 from gateway.accounts.service import AccountService
 from gateway.activity import Sampler
 from gateway.dependencies import Services, store_services
-from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, document_problems
+from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest
 from gateway.executions.backlog import Backlog
 from gateway.executions.controller import ExecutionController
 from gateway.executions.live import LiveEvents
@@ -111,6 +116,50 @@ async def name_span_after_route(request: Request) -> None:
         span.set_attribute("http.route", route)
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers: ``5.0`` is one (an integer field takes it, as the document says)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+async def strict_body(request: Request) -> None:
+    """Check a JSON body against its type as the OpenAPI document (JSON Schema) states it.
+
+    Litestar converts bodies leniently (``strict=False``): ``0`` would pass for ``false`` and
+    ``"5"`` for ``5``, which the document refuses. Those get the 400 Litestar answers for any
+    invalid body; what both accept goes on to Litestar's own conversion.
+    """
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if data is None:
+        return
+    body = await request.body()  # Litestar keeps it for the handler
+    try:
+        decoded = msgspec.json.decode(body) if body.strip() else None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return  # not JSON (or too deep): Litestar's and GatewayRequest's own answers name it
+    if decoded is None:
+        return  # an optional body's absence (or null) is Litestar's to judge
+    try:
+        msgspec.convert(_integral(decoded), data.annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `")
+        key = where.rstrip("`").removeprefix("$").removeprefix(".") or "data"
+        raise ValidationException(
+            detail=f"Validation failed for {request.method} {request.url.path}",
+            extra=[{"message": message, "key": key, "source": "body"}],
+        ) from None
+
+
+async def before_each_request(request: Request) -> None:
+    await name_span_after_route(request)
+    await strict_body(request)
+
+
 def create_app(settings: GatewaySettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -135,6 +184,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
         backlog = Backlog(js, settings.max_queue_depth, settings.max_queue_wait_seconds)
         sampler = Sampler(js, redis)
         live = LiveEvents(js)
+        # Feature flags from Redis, re-read every second and at once on a flag.changed event.
+        flags = FlagReader(RedisSource(redis))
         services: Services | None = None
         try:
             await streams.provision(js, settings.bus_limits())
@@ -150,6 +201,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             backlog.start()
             sampler.start()
             await live.start()
+            await flags.start(nc)
             # In field order: settings, the clients, then the services built on them.
             services = Services(
                 settings,
@@ -171,8 +223,9 @@ def create_app(settings: GatewaySettings) -> Litestar:
                     problems=problems,
                     db=db,
                     live=live,
+                    flags=flags,
                 ),
-                ProgressService(js, redis, db, CurriculumStore()),
+                ProgressService(js, redis, db, CurriculumStore(), flags=flags),
             )
             store_services(app.state, services)
             services.executions.stream_slots.start()
@@ -185,6 +238,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
             if services is not None:
                 await services.executions.stream_slots.stop()
                 services.accounts.hashing.close()
+            await flags.stop()
             await live.stop()
             await sampler.stop()
             await backlog.stop()
@@ -199,7 +253,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         group_path=True,
         exclude_opt_key="skip_metrics",  # SSE streams would skew request-duration histograms
     )
-    return Gateway(
+    app = Gateway(
         route_handlers=[
             AuthController,
             ProblemController,
@@ -213,8 +267,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
             Metrics,
         ],
         lifespan=[lifespan],
-        on_startup=[document_problems],
-        before_request=name_span_after_route,
+        on_startup=[openapi.finish],
+        before_request=before_each_request,
         # No span per SSE chunk or body read, nor per scrape or probe (they would be most spans).
         plugins=[
             OpenTelemetryPlugin(
@@ -238,6 +292,25 @@ def create_app(settings: GatewaySettings) -> Litestar:
         debug=False,
         logging_config=None,  # telemetry.setup.setup_logging configured it (with request ids)
     )
+    allow_every_method(app)
+    return app
+
+
+def allow_every_method(app: Litestar) -> None:
+    """OPTIONS answers ``Allow`` with every method of its path.
+
+    Litestar (2.25) registers a controller's handlers one at a time; a path's OPTIONS handler is
+    made with its first route, and routes merged after it keep that handler, which lists the first
+    route's methods only (``Allow: DELETE, OPTIONS`` for GET, PUT and DELETE). Its one closure
+    variable is the route it reads: point it at the merged route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = handler.fn
+            if getattr(fn, "__name__", "") == "options_handler" and fn.__closure__:
+                fn.__closure__[0].cell_contents = route
 
 
 def header_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:

@@ -10,13 +10,14 @@ checker here, see below).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import redis.asyncio as aioredis
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import Parameter
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pymongo import AsyncMongoClient
@@ -33,6 +34,20 @@ if TYPE_CHECKING:  # not at run time: the services use gateway.guards, which use
     from gateway.progress.service import ProgressService
 
 _SERVICES = "services"
+
+# draft-ietf-httpapi-idempotency-key-header: an sf-string, so visible ASCII and inner spaces (an
+# HTTP parser strips outer ones). Litestar checks the pattern (400); the OpenAPI document shows it.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="1 to 255 visible ASCII characters, scoped to the route: a request sent again with "
+        "the same key is the same request (the same job or event id). A run or submission sent again "
+        "with other code under the key is 422.",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)

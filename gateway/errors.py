@@ -2,7 +2,7 @@
 
 :class:`Problem` is the one declaration of the shape: every error answer's body is one (the
 exception handlers below build them, for the gateway's own errors and Litestar's), and the OpenAPI
-document's problem schema is derived from it (:func:`document_problems`).
+document's problem schema is derived from it (:mod:`gateway.openapi`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response
-from litestar.exceptions import HTTPException
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
 from nats.errors import Error as NatsError
 from pymongo.errors import ConnectionFailure as MongoConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -87,6 +86,16 @@ class SignInBusy(GatewayError, status=503, title="Too busy", slug="sign-in-busy"
 class BusUnavailable(GatewayError, status=503, title="Queue unavailable", slug="queue-unavailable"): ...
 
 
+# The read-only flag (flags/declared.py: READ_ONLY): no new work is queued; reads keep working.
+class ReadOnly(GatewayError, status=503, title="Read-only mode", slug="read-only"):
+    def __init__(self, paused: str) -> None:
+        super().__init__(
+            f"Code Runner is in read-only mode: {paused}. Results, history, progress and live events still work, "
+            "and jobs already queued still run; try again later",
+            headers={"Retry-After": RETRY_AFTER_READ_ONLY},
+        )
+
+
 # draft-ietf-httpapi-idempotency-key-header: a key reused with another payload is 422.
 class IdempotencyKeyReused(GatewayError, status=422, title="Idempotency-Key reused", slug="idempotency-key-reused"): ...
 
@@ -104,6 +113,8 @@ _SLUGS = {
     500: "internal", 503: "unavailable",
 }  # fmt: skip
 RETRY_AFTER_BUS = "2"
+# Read-only mode is an operator's decision that lasts minutes, not a blip.
+RETRY_AFTER_READ_ONLY = "30"
 
 
 def problem(
@@ -125,6 +136,8 @@ def _where(request: Request[Any, Any, Any]) -> str:
 
 def _unavailable(cause: str) -> None:
     metrics.UNAVAILABLE.labels(cause).inc()
+    if cause == "read_only":
+        return  # an operator's kill switch: neither overload nor a dependency failing
     # Overload (the queue, or the password-hashing queue, is long) is not a dependency failing.
     metrics.error("queue_full" if cause in ("queue_full", "sign_in_busy") else "dependency")
 
@@ -138,11 +151,13 @@ def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Respons
             if isinstance(exc, SignInBusy)
             else "nats"
             if isinstance(exc, BusUnavailable)
+            else "read_only"
+            if isinstance(exc, ReadOnly)
             else "other"
         )
     elif exc.status >= 500:
         metrics.error("http_5xx")
-    if exc.status >= 500:
+    if exc.status >= 500 and not isinstance(exc, ReadOnly):  # read-only: one log line when it is set
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
         log.warning("%s answered %d: %s%s", _where(request), exc.status, exc.detail or exc.title, cause)
     return problem(exc.status, exc.title, exc.slug, exc.detail or exc.title, headers=exc.headers)
@@ -160,7 +175,27 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         log.error("%s answered %d", _where(request), status, exc_info=exc)
         return problem(status, title, _SLUGS.get(status, f"http-{status}"), title, headers=exc.headers)
     detail = exc.detail if exc.detail and exc.detail != title else title
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        detail = _invalid_fields(request, exc.extra) or detail
     return problem(status, title, _SLUGS.get(status, f"http-{status}"), detail, headers=exc.headers, extra=exc.extra)
+
+
+def _invalid_fields(request: Request[Any, Any, Any], extra: list[Any]) -> str:
+    """ "displayName: Expected ..." per field, each named as the client sends it (a header's name,
+    not its Python parameter's)."""
+    try:
+        parameters = request.route_handler.parsed_fn_signature.parameters
+    except Exception:  # no route matched
+        parameters = {}
+    named = []
+    for item in extra:
+        if not isinstance(item, dict) or "message" not in item:
+            continue
+        key = str(item.get("key") or "")
+        definition = getattr(parameters.get(key), "kwarg_definition", None)
+        alias = next((a for a in (getattr(definition, n, None) for n in ("header", "query", "cookie")) if a), key)
+        named.append(f"{alias}: {item['message']}" if alias and alias != "data" else str(item["message"]))
+    return "; ".join(named)[:500]
 
 
 def bus_error(request: Request[Any, Any, Any], exc: NatsError) -> Response[Problem]:
@@ -207,42 +242,3 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     MongoConnectionFailure: dependency_error,
     Exception: unexpected_error,
 }
-
-
-# --- the OpenAPI document says so -------------------------------------------------------------------
-
-DOCUMENTED_STATUSES = ("400", "401", "404", "409", "410", "412", "413", "422", "429", "500", "503")
-
-
-def _problem_schema() -> Schema:
-    """:class:`Problem` as an OpenAPI schema, from msgspec's JSON schema of it."""
-    _, components = msgspec.json.schema_components([Problem])
-    spec = components[Problem.__name__]
-    return Schema(
-        type=OpenAPIType.OBJECT,
-        description=spec.get("description"),
-        required=spec.get("required"),
-        properties={
-            name: Schema(type=OpenAPIType(field["type"])) if "type" in field else Schema()
-            for name, field in spec["properties"].items()
-        },
-    )
-
-
-def document_problems(app: Litestar) -> None:
-    """Every error is answered as application/problem+json; say so in OpenAPI.
-
-    Litestar documents its generated error responses as application/json with another shape.
-    """
-    media = {PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=_problem_schema())}
-    for path_item in (app.openapi_schema.paths or {}).values():
-        for method in ("get", "put", "post", "delete", "patch", "options", "head"):
-            operation = getattr(path_item, method, None)
-            if operation is None:
-                continue
-            responses = operation.responses or {}
-            for code in DOCUMENTED_STATUSES:
-                existing = responses.get(code)
-                description = existing.description if isinstance(existing, OpenAPIResponse) else "Problem"
-                responses[code] = OpenAPIResponse(description=description or "Problem", content=media)
-            operation.responses = responses

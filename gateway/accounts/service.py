@@ -14,6 +14,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 import secrets
 import time
 import unicodedata
@@ -29,7 +30,7 @@ from beanie import Document
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from gateway.accounts.models import LoginRequest, RegisterRequest, TokenPair, UserOut
+from gateway.accounts.models import VISIBLE, LoginRequest, RegisterRequest, TokenPair, UserOut
 from gateway.errors import Conflict, InvalidRequest, SignInBusy, TooManyRequests, Unauthorized
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenService, hash_refresh_token, new_refresh_token
@@ -215,7 +216,7 @@ def clean_display_name(raw: str) -> str:
     name = unicodedata.normalize("NFC", raw).strip()
     if _hidden_characters(name):
         raise InvalidRequest("displayName must not contain control or bidirectional-formatting characters")
-    if not any(unicodedata.category(ch)[0] in "LMNPS" for ch in name):
+    if not re.search(VISIBLE, name):  # the request's pattern (RegisterRequest) says the same
         raise InvalidRequest("displayName must not be blank")
     return name
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -14,12 +13,12 @@ from litestar.params import Parameter
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from gateway.dependencies import AUTHENTICATED, MAYBE_AUTHENTICATED, services_of
-from gateway.errors import InvalidRequest
+from gateway.dependencies import AUTHENTICATED, MAYBE_AUTHENTICATED, IdempotencyKey, services_of
 from gateway.executions.models import GradeRequest, JobPage, QueueStats, SubmitAccepted, SubmitRequest
 from gateway.executions.service import ExecutionService, Queued, StreamItem
 from gateway.tokens import Principal
 from schemas.results import JobResult
+from schemas.subjects import JOB_ID_RE
 
 SSE_RETRY_MS = 1000
 RESULT = "execution:result"
@@ -30,16 +29,25 @@ def provide_executions(state: State) -> ExecutionService:
     return services_of(state).executions
 
 
-_SEQUENCE_RE = re.compile(r"[0-9]{1,19}")
-
-
-def _last_event_id(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 0
-    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not _SEQUENCE_RE.fullmatch(raw):
-        raise InvalidRequest("Last-Event-ID must be a stream sequence number from this stream's `id:` lines")
-    return int(raw)
+# Parameters as Litestar checks them (400 otherwise) and the OpenAPI document shows them.
+JobId = Annotated[str, Parameter(pattern=JOB_ID_RE.pattern, description="From `jobId` of the submit answer")]
+# ASCII digits only (str.isdigit() also accepts "²"); empty is "from the start", as EventSource may send.
+LastEventId = Annotated[
+    str | None,
+    Parameter(
+        header="Last-Event-ID",
+        pattern=r"^[0-9]{0,19}$",
+        description="Resume after this event: a stream sequence number from this stream's `id:` lines",
+    ),
+]
+Ticket = Annotated[
+    str | None,
+    Parameter(
+        pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        max_length=2048,
+        description="From `eventsUrl` of the submit answer: for EventSource, which cannot send headers",
+    ),
+]
 
 
 RECONNECT_RETRY_MS = 500
@@ -89,7 +97,7 @@ class ExecutionController(Controller):
         executions: ExecutionService,
         principal: Principal,
         request: Request[Any, Any, Any],
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[SubmitAccepted]:
         queued = await executions.submit(
             data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
@@ -110,7 +118,7 @@ class ExecutionController(Controller):
         executions: ExecutionService,
         principal: Principal,
         request: Request[Any, Any, Any],
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[SubmitAccepted]:
         queued = await executions.submit(
             data, user_id=principal.user_id, idempotency_key=idempotency_key, family_id=principal.family_id
@@ -123,7 +131,7 @@ class ExecutionController(Controller):
         summary="A job's current state",
         dependencies={"principal": AUTHENTICATED},
     )
-    async def result(self, job_id: str, executions: ExecutionService, principal: Principal) -> JobResult:
+    async def result(self, job_id: JobId, executions: ExecutionService, principal: Principal) -> JobResult:
         return await executions.result(job_id, principal)
 
     @get(
@@ -137,13 +145,13 @@ class ExecutionController(Controller):
     )
     async def events(
         self,
-        job_id: str,
+        job_id: JobId,
         executions: ExecutionService,
         principal: Principal | None,
-        ticket: str | None = None,
-        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+        ticket: Ticket = None,
+        last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        after = _last_event_id(last_event_id)
+        after = int(last_event_id or 0)
         reader = await executions.authorize_stream(job_id, principal, ticket)
         events = await executions.open_events(job_id, after, reader=reader)
         return ServerSentEvent(

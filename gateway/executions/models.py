@@ -7,11 +7,17 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+# Code that is empty or only whitespace is refused: it would run nothing.
+# \s widened so that Python's re and ECMA-262 (JSON Schema's dialect) agree on what a space is.
+Code = Annotated[
+    str, Meta(pattern=r"[^\s\x1c-\x1f\x85\xa0\ufeff]", description="Python source: at least one non-space character")
+]
+
 
 class SubmitRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     """Run code. With a ``problemId`` (the Run button on a problem): the problem's public tests."""
 
-    code: str
+    code: Code
     stdin: str = ""
     problem_id: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
 
@@ -19,7 +25,7 @@ class SubmitRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_un
 class GradeRequest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     """Submit a solution to a problem: every test, public and hidden, graded."""
 
-    code: str
+    code: Code
     problem_id: Annotated[int, Meta(ge=1, le=2**31 - 1)]
 
 

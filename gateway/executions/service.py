@@ -27,14 +27,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 from bus import client, history
 from consumers.caching import cache_key
 from curriculum.model import GradingMode
+from flags.declared import READ_ONLY
+from flags.store import FlagReader
 from gateway import activity
 from gateway.errors import (
     RETRY_AFTER_BUS,
     BusUnavailable,
     CodeTooLarge,
+    Conflict,
     IdempotencyKeyReused,
-    InvalidRequest,
     JobNotFound,
+    ReadOnly,
     Unauthorized,
 )
 from gateway.executions.backlog import Backlog
@@ -61,14 +64,16 @@ log = logging.getLogger(__name__)
 # cluster elects a new stream leader within a few seconds of losing one.
 CONFIRM_PAUSES = (0.2, 1.0, 2.0)
 
-_IDEMPOTENCY_KEY_MAX = 255
 
+def job_id_for(user_id: str, idempotency_key: str | None, route: str = "submit") -> str:
+    """A fresh id, or one derived from (user, key, route) so a retried request maps to the same job.
 
-def job_id_for(user_id: str, idempotency_key: str | None) -> str:
-    """A fresh id, or one derived from (user, key) so a retried request maps to the same job."""
+    Keys are scoped to their route: the same key on /submit and on /submit/grade names two requests.
+    """
     if idempotency_key is None:
         return secrets.token_urlsafe(16)
-    digest = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).digest()[:16]
+    scoped = f"{user_id}\x00{idempotency_key}" if route == "submit" else f"{route}\x00{user_id}\x00{idempotency_key}"
+    digest = hashlib.sha256(scoped.encode()).digest()[:16]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -104,8 +109,11 @@ class ExecutionService:
         problems: ProblemService | None = None,
         db: AsyncDatabase[dict[str, Any]] | None = None,
         live: LiveEvents | None = None,
+        flags: FlagReader | None = None,
     ) -> None:
         self.js = js
+        # The feature flags (flags/): READ_ONLY refuses new submissions.
+        self.flags = flags
         # The one subscription that feeds every open event stream of this process.
         self.live = live or LiveEvents(js)
         self.redis = redis
@@ -151,19 +159,17 @@ class ExecutionService:
         answered 202 (the job may run; the quota stays spent), and a retry with the same
         Idempotency-Key is safe.
         """
+        if self.flags is not None and self.flags.enabled(READ_ONLY):
+            raise ReadOnly("new runs and submissions are paused")
         # Limits apply to the decoded text (UTF-8 bytes), however the client escaped it.
         if len(request.code.encode()) > self.settings.max_code_bytes:
             raise CodeTooLarge(f"code is larger than {self.settings.max_code_bytes} bytes")
         stdin = request.stdin if isinstance(request, SubmitRequest) else ""
         if len(stdin.encode()) > self.settings.max_stdin_bytes:
             raise CodeTooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
-        if not request.code.strip():
-            raise InvalidRequest("code is empty")
-        if idempotency_key is not None and not (
-            0 < len(idempotency_key) <= _IDEMPOTENCY_KEY_MAX and idempotency_key.isprintable()
-        ):
-            raise InvalidRequest(f"Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable characters")
-        job_id = job_id_for(user_id, idempotency_key)
+        # Empty code and the Idempotency-Key's form are refused by validation (the request models
+        # and gateway.dependencies.IdempotencyKey), which the OpenAPI document states.
+        job_id = job_id_for(user_id, idempotency_key, "grade" if isinstance(request, GradeRequest) else "submit")
         # The ticket belongs to this login (family): signing out ends its streams too.
         ticket = self.tokens.sse_ticket(user_id, job_id, family_id)
         retried = Queued(job_id=job_id, ticket=ticket, headers={})  # a retry takes no quota
@@ -262,7 +268,8 @@ class ExecutionService:
         scope: Literal["all", "public"] = "all" if isinstance(request, GradeRequest) else "public"
         tests = problem.tests if scope == "all" else problem.public_tests()
         if not tests:
-            raise InvalidRequest(f"problem {problem.id} has no {'public ' if scope == 'public' else ''}tests to run")
+            # The problem's state, not the request, is at fault: 409 (as for any conflict with it).
+            raise Conflict(f"problem {problem.id} has no {'public ' if scope == 'public' else ''}tests to run")
         function = problem.function if problem.grading is GradingMode.FUNCTION else None
         inputs = [
             TestInput(

@@ -22,6 +22,7 @@ from gateway.problems.models import (
     ProblemPage,
     ProblemTest,
     PublicTest,
+    ReplacedTest,
     SessionDetail,
     SessionOut,
     TeacherProblem,
@@ -34,6 +35,14 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 IF_MATCH = 'The revision the edit is based on (`"3"`); another revision answers 412, changing nothing.'
+# Path and header parameters as Litestar checks them (400 otherwise) and OpenAPI shows them.
+ProblemId = Annotated[int, Parameter(ge=1, le=2**31 - 1, description="A problem's `id`")]
+TestIdParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="A test's `id`")]
+SessionId = Annotated[str, Parameter(pattern=SLUG_PATTERN, max_length=64, description="A session's `id`")]
+Age = Annotated[int, Parameter(ge=0, le=150)]
+IfMatch = Annotated[
+    str | None, Parameter(header="If-Match", pattern=r'^(\*|(W/)?"?[0-9]{1,9}"?)$', description=IF_MATCH)
+]
 _REVISION = re.compile(r'(?:W/)?"?([0-9]{1,9})"?')
 
 
@@ -93,11 +102,11 @@ class ProblemController(Controller):
         )
 
     @get("/{problem_id:int}", summary="A problem: statement, starter code, limits (no hidden tests)")
-    async def problem(self, problem_id: int, problems: ProblemService) -> ProblemOut:
+    async def problem(self, problem_id: ProblemId, problems: ProblemService) -> ProblemOut:
         return await problems.problem(problem_id)
 
     @get("/{problem_id:int}/tests", summary="A problem's public tests")
-    async def public_tests(self, problem_id: int, problems: ProblemService) -> list[PublicTest]:
+    async def public_tests(self, problem_id: ProblemId, problems: ProblemService) -> list[PublicTest]:
         return await problems.public_tests(problem_id)
 
     @get(
@@ -107,7 +116,7 @@ class ProblemController(Controller):
         dependencies={"principal": Provide(provide_bearer_principal)},
     )
     async def all_tests(
-        self, problem_id: int, problems: ProblemService, principal: Principal | None
+        self, problem_id: ProblemId, problems: ProblemService, principal: Principal | None
     ) -> list[ProblemTest]:
         return await problems.all_tests(problem_id, principal)
 
@@ -118,7 +127,9 @@ class ProblemController(Controller):
         "Anyone else gets the 404 of a problem that does not exist.",
         dependencies={"principal": Provide(provide_bearer_principal)},
     )
-    async def edit_view(self, problem_id: int, problems: ProblemService, principal: Principal | None) -> TeacherProblem:
+    async def edit_view(
+        self, problem_id: ProblemId, problems: ProblemService, principal: Principal | None
+    ) -> TeacherProblem:
         return await problems.edit_view(problem_id, principal)
 
     @get("/levels", summary="Every level, youngest first")
@@ -126,7 +137,7 @@ class ProblemController(Controller):
         return await problems.levels()
 
     @get("/levels/{age:int}", summary="The levels for an age (0 to 150)")
-    async def levels_for_age(self, age: int, problems: ProblemService) -> list[LevelOut]:
+    async def levels_for_age(self, age: Age, problems: ProblemService) -> list[LevelOut]:
         return await problems.levels_for_age(age)
 
     @get("/sessions", summary="Sessions (lessons), by level and order")
@@ -134,7 +145,7 @@ class ProblemController(Controller):
         return await problems.sessions(level)
 
     @get("/sessions/{session_id:str}", summary="A session and its problems, in order")
-    async def session(self, session_id: str, problems: ProblemService) -> SessionDetail:
+    async def session(self, session_id: SessionId, problems: ProblemService) -> SessionDetail:
         return await problems.session(session_id)
 
     # --- edits: teachers and admins (401 signed out, 403 students) ---------------------------------
@@ -154,11 +165,11 @@ class ProblemController(Controller):
     )
     async def replace(
         self,
-        problem_id: int,
+        problem_id: ProblemId,
         data: ProblemIn,
         problems: ProblemService,
         principal: Principal,
-        if_match: Annotated[str | None, Parameter(header="If-Match", description=IF_MATCH)] = None,
+        if_match: IfMatch = None,
     ) -> TeacherProblem:
         return await problems.replace(problem_id, data, by=principal.user_id, if_match=_revision(if_match))
 
@@ -171,10 +182,10 @@ class ProblemController(Controller):
     )
     async def delete_problem(
         self,
-        problem_id: int,
+        problem_id: ProblemId,
         problems: ProblemService,
         principal: Principal,
-        if_match: Annotated[str | None, Parameter(header="If-Match", description=IF_MATCH)] = None,
+        if_match: IfMatch = None,
     ) -> None:
         await problems.delete(problem_id, by=principal.user_id, if_match=_revision(if_match))
 
@@ -186,7 +197,7 @@ class ProblemController(Controller):
         dependencies={"principal": AUTHENTICATED},
     )
     async def add_test(
-        self, problem_id: int, data: ProblemTest, problems: ProblemService, principal: Principal
+        self, problem_id: ProblemId, data: ProblemTest, problems: ProblemService, principal: Principal
     ) -> TeacherProblem:
         return await problems.add_test(problem_id, data, by=principal.user_id)
 
@@ -197,7 +208,12 @@ class ProblemController(Controller):
         dependencies={"principal": AUTHENTICATED},
     )
     async def replace_test(
-        self, problem_id: int, test_id: str, data: ProblemTest, problems: ProblemService, principal: Principal
+        self,
+        problem_id: ProblemId,
+        test_id: TestIdParam,
+        data: ReplacedTest,
+        problems: ProblemService,
+        principal: Principal,
     ) -> TeacherProblem:
         return await problems.replace_test(problem_id, test_id, data, by=principal.user_id)
 
@@ -208,5 +224,7 @@ class ProblemController(Controller):
         guards=[staff_only],
         dependencies={"principal": AUTHENTICATED},
     )
-    async def delete_test(self, problem_id: int, test_id: str, problems: ProblemService, principal: Principal) -> None:
+    async def delete_test(
+        self, problem_id: ProblemId, test_id: TestIdParam, problems: ProblemService, principal: Principal
+    ) -> None:
         await problems.delete_test(problem_id, test_id, by=principal.user_id)

@@ -18,10 +18,7 @@ from curriculum.model import Comparison, GradingMode, LevelSlug, Slug, TestId
 # --- teachers: what they write and read back ------------------------------------------------------
 
 
-class ProblemTest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    """One test as a teacher writes it (public or hidden)."""
-
-    id: TestId
+class _TestFields(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     public: bool
     stdin: Annotated[str, Meta(max_length=65536)] = ""
     args: list[Any] | None = None
@@ -29,6 +26,18 @@ class ProblemTest(Struct, frozen=True, kw_only=True, rename="camel", forbid_unkn
     script: Annotated[str, Meta(max_length=20000)] | None = None
     comparison: Comparison | None = None  # None: the problem's
     weight: Annotated[int, Meta(ge=1, le=100)] = 1
+
+
+class ProblemTest(_TestFields, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """One test as a teacher writes it (public or hidden)."""
+
+    id: TestId
+
+
+class ReplacedTest(_TestFields, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """A test replacing the one its path names: ``id`` may be left out (it is the path's)."""
+
+    id: TestId | None = None
 
 
 class WrongSolutionBody(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -55,7 +64,7 @@ class ProblemIn(Struct, frozen=True, kw_only=True, rename="camel", forbid_unknow
     memory_limit_mb: Annotated[int, Meta(ge=16, le=512)] = 64
     hint: Annotated[str, Meta(max_length=2000)] = ""
     allow_hidden_scripts: bool = False
-    tests: Annotated[list[ProblemTest], Meta(max_length=200)]
+    tests: Annotated[list[ProblemTest], Meta(min_length=1, max_length=200)]
     solution: Annotated[str, Meta(max_length=20000)] = ""
     wrong_solutions: Annotated[list[WrongSolutionBody], Meta(max_length=50)] = []
 

@@ -38,6 +38,7 @@ from gateway.problems.models import (
     ProblemSummary,
     ProblemTest,
     PublicTest,
+    ReplacedTest,
     SessionDetail,
     SessionOut,
     TeacherProblem,
@@ -337,9 +338,12 @@ class ProblemService:
         tests = [*problem.tests, to_case(test)]
         return await self._put(msgspec.structs.replace(problem, tests=tests), by, stored.revision)
 
-    async def replace_test(self, problem_id: int, test_id: str, test: ProblemTest, *, by: str) -> TeacherProblem:
+    async def replace_test(self, problem_id: int, test_id: str, body: ReplacedTest, *, by: str) -> TeacherProblem:
+        fields = msgspec.structs.asdict(body)
+        test = ProblemTest(**{**fields, "id": body.id or test_id})
         if test.id != test_id:
-            raise InvalidRequest(f"id: the body's id {test.id!r} is not the test {test_id!r} of the path")
+            # 409, not 400: the body is valid on its own (the OpenAPI schema cannot relate it to the path).
+            raise Conflict(f"id: the body's id {test.id!r} is not the test {test_id!r} of the path")
         stored = await self._stored(problem_id)
         problem = stored.problem
         index = self._test_index(problem, test_id)

@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from gateway.dependencies import AUTHENTICATED, services_of
+from gateway.dependencies import AUTHENTICATED, IdempotencyKey, services_of
 from gateway.progress.models import AttemptRequest, CompleteRequest, ProgressList, Recorded, Summary
 from gateway.progress.service import ProgressService
 from gateway.tokens import Principal
@@ -51,7 +51,7 @@ class ProgressController(Controller):
         data: AttemptRequest,
         progress: ProgressService,
         principal: Principal,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Recorded:
         return await progress.attempt(principal, data, idempotency_key)
 
@@ -66,6 +66,6 @@ class ProgressController(Controller):
         data: CompleteRequest,
         progress: ProgressService,
         principal: Principal,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Recorded:
         return await progress.complete(principal, data, idempotency_key)

@@ -24,7 +24,9 @@ from redis.exceptions import RedisError
 from bus import client
 from consumers.caching import progress_generation_key, progress_summary_key
 from curriculum.store import CurriculumStore
-from gateway.errors import RETRY_AFTER_BUS, BusUnavailable, Conflict, GatewayError, InvalidRequest
+from flags.declared import READ_ONLY
+from flags.store import FlagReader
+from gateway.errors import RETRY_AFTER_BUS, BusUnavailable, Conflict, GatewayError, InvalidRequest, ReadOnly
 from gateway.guards import is_staff
 from gateway.progress.models import (
     AttemptRequest,
@@ -48,19 +50,28 @@ SUMMARY_TTL_SECONDS = 60
 class ProgressNotFound(GatewayError, status=404, title="Progress not found", slug="progress-not-found"): ...
 
 
-def event_id_for(user_id: str, idempotency_key: str | None) -> str:
-    """A fresh id, or one derived from (user, key): a replayed request is the same event."""
+def event_id_for(user_id: str, idempotency_key: str | None, route: str = "attempt") -> str:
+    """A fresh id, or one derived from (user, key, route): a replayed request is the same event.
+    Keys are scoped to their route (attempt, complete)."""
     if idempotency_key is None:
         return secrets.token_urlsafe(16)
-    digest = hashlib.sha256(f"progress\x00{user_id}\x00{idempotency_key}".encode()).digest()[:16]
+    prefix = "progress" if route == "attempt" else f"progress-{route}"
+    digest = hashlib.sha256(f"{prefix}\x00{user_id}\x00{idempotency_key}".encode()).digest()[:16]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class ProgressService:
     def __init__(
-        self, js: JetStreamContext, redis: aioredis.Redis, db: AsyncDatabase[dict[str, Any]], store: CurriculumStore
+        self,
+        js: JetStreamContext,
+        redis: aioredis.Redis,
+        db: AsyncDatabase[dict[str, Any]],
+        store: CurriculumStore,
+        flags: FlagReader | None = None,
     ) -> None:
         self.js = js
+        # The feature flags (flags/): READ_ONLY refuses new progress records (they queue work).
+        self.flags = flags
         self.redis = redis
         self.db = db
         self.problems = db["problems"]
@@ -174,12 +185,14 @@ class ProgressService:
             if await self.store.session(body.session_id) is None:
                 raise ProgressNotFound(f"no session {body.session_id!r}")
             item = reading_item(body.session_id)
-        event_id = event_id_for(principal.user_id, idempotency_key)
+        event_id = event_id_for(principal.user_id, idempotency_key, "complete")
         event = ItemCompleted(user_id=principal.user_id, event_id=event_id, at=datetime.now(UTC), item=item)
         await self._publish(subjects.progress(principal.user_id, "complete"), event, event_id)
         return Recorded(event_id=event_id, item=item)
 
     async def _publish(self, subject: str, event: AttemptRecorded | ItemCompleted, event_id: str) -> None:
+        if self.flags is not None and self.flags.enabled(READ_ONLY):
+            raise ReadOnly("recording progress is paused")
         try:
             await client.publish(self.js, subject, event, msg_id=f"progress-{event_id}")
         except client.NotPublished as exc:
@@ -201,6 +214,7 @@ def streak(days_desc: list[str], today: date) -> int:
 
 
 def _item(doc: dict[str, Any]) -> ProgressItem:
+    # bool(): the MongoDB-wire server over SQLite (nx-27017) may hand a stored true back as 1.
     return ProgressItem(
         item=doc["item"],
         level=doc.get("level", ""),
@@ -208,8 +222,8 @@ def _item(doc: dict[str, Any]) -> ProgressItem:
         problem_id=doc.get("problem_id"),
         attempts=doc.get("attempts", 0),
         best_score=doc.get("best_score"),
-        solved=doc.get("solved", False),
-        completed=doc.get("completed", False),
+        solved=bool(doc.get("solved", False)),
+        completed=bool(doc.get("completed", False)),
         first_solved_at=read_stamp(doc.get("first_solved_at")),
         completed_at=read_stamp(doc.get("completed_at")),
         last_submitted_at=read_stamp(doc.get("last_submitted_at")),
