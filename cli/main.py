@@ -15,6 +15,7 @@
   writes every generated file of the contract (``schemas/json/``, ``schemas/asyncapi.yaml``).
 - ``coderunner asyncapi``: the AsyncAPI 3.0 document of every channel.
 - ``coderunner env-example``: every setting with its default.
+- ``coderunner flag list`` / ``set NAME on|off|PERCENT`` / ``history``: the feature flags (docs/flags.md).
 """
 
 from __future__ import annotations
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     schema_cmd.add_argument("--write", action="store_true", help="write schemas/json/ and schemas/asyncapi.yaml")
     sub.add_parser("asyncapi", help="print the events' AsyncAPI 3.0 document")
     sub.add_parser("env-example", help="print every setting with its default")
+    from cli import flag
+
+    flag.add_flag_arguments(sub.add_parser("flag", help="list, set and audit the feature flags"))
     args = parser.parse_args(argv)
 
     try:
@@ -300,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
             _asyncapi()
         elif args.command == "env-example":
             _env_example()
+        elif args.command == "flag":
+            flag.main_flag(args)
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"coderunner {args.command}: {problem}", file=sys.stderr)

@@ -23,6 +23,8 @@ from bus import client, history
 from bus.settle import Permanent
 from consumers.base import Delivery, Deps
 from curriculum.store import DATABASE, DOCUMENTS, CurriculumStore, Stored
+from flags.declared import GRADING_NEAR_MISS
+from flags.store import FlagReader, RedisSource
 from grading import grader
 from schemas import subjects
 from schemas.deadletter import DeadLetterReason
@@ -34,16 +36,19 @@ from telemetry import metrics
 log = logging.getLogger(__name__)
 
 # Jobs being graded whose submission and problem are kept in memory (one snapshot of the problem
-# per job: its live results and its grade use the same expectations).
+# per job: its live results and its grade use the same expectations, and the same flags).
 MEMO_JOBS = 512
 
 
 class Grader:
-    def __init__(self, js: JetStreamContext, deps: Deps, store: CurriculumStore) -> None:
+    def __init__(
+        self, js: JetStreamContext, deps: Deps, store: CurriculumStore, flags: FlagReader | None = None
+    ) -> None:
         self.js = js
         self.deps = deps
         self.store = store
-        self._memo: OrderedDict[str, tuple[SubmissionRequested, Stored]] = OrderedDict()
+        self.flags = flags
+        self._memo: OrderedDict[str, tuple[SubmissionRequested, Stored, bool]] = OrderedDict()
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -52,7 +57,9 @@ class Grader:
             case ExecutionFinished(graded=True) as finished:
                 await self._finished(finished)
 
-    async def _job(self, job_id: str) -> tuple[SubmissionRequested, Stored]:
+    async def _job(self, job_id: str) -> tuple[SubmissionRequested, Stored, bool]:
+        """The job's submission, its problem, and whether the grading-near-miss flag is on for its
+        student (decided once per job, by a hash of the user id)."""
         if job_id in self._memo:
             self._memo.move_to_end(job_id)
             return self._memo[job_id]
@@ -62,19 +69,20 @@ class Grader:
         stored = await self.store.problem(int(job.problem_id), include_deleted=True)
         if stored is None:
             raise Permanent(DeadLetterReason.INVALID, f"job {job_id}: problem {job.problem_id} does not exist")
-        self._memo[job_id] = (job, stored)
+        near = self.flags is not None and self.flags.enabled(GRADING_NEAR_MISS, job.user_id)
+        self._memo[job_id] = (job, stored, near)
         while len(self._memo) > MEMO_JOBS:
             self._memo.popitem(last=False)
-        return job, stored
+        return job, stored, near
 
     async def _observed(self, obs: TestObserved) -> None:
         if await history.job_graded(self.js, obs.job_id):
             return
-        job, stored = await self._job(obs.job_id)
+        job, stored, near = await self._job(obs.job_id)
         test = next((t for t in stored.problem.tests if t.id == obs.test_id), None)
         if test is None:
             return  # removed from the problem since: not graded
-        result = grader.result_for(stored.problem, obs.index, test, obs, job.code)
+        result = grader.result_for(stored.problem, obs.index, test, obs, job.code, near_miss=near)
         event = TestGraded(job_id=obs.job_id, attempt=obs.attempt, result=result)
         await client.publish(
             self.js, subjects.execution(event), event, msg_id=f"{obs.job_id}.{obs.attempt}.test.{obs.test_id}"
@@ -85,7 +93,7 @@ class Grader:
         if await history.job_graded(self.js, job_id):
             log.info("job %s already graded; redelivery acked", job_id)
             return
-        job, stored = await self._job(job_id)
+        job, stored, near = await self._job(job_id)
         tests = grader.tests_of(stored.problem, [t.id for t in job.tests])
         if finished.verdict is Verdict.SANDBOX_ERROR:
             grade = grader.sandbox_failed(str(stored.problem.id), stored.revision, job.scope)
@@ -99,7 +107,9 @@ class Grader:
                     observations.setdefault(event.test_id, event)
                 elif isinstance(event, TestGraded):
                     published.add(event.result.test_id)
-            grade = grader.grade(stored.problem, stored.revision, tests, observations, job.code, scope=job.scope)
+            grade = grader.grade(
+                stored.problem, stored.revision, tests, observations, job.code, scope=job.scope, near_miss=near
+            )
             # Results not yet published live (a grader that died between two) go out first.
             for result in grade.tests:
                 if result.test_id not in published:
@@ -120,4 +130,7 @@ class Grader:
 
 async def build(deps: Deps) -> Grader:
     await init_beanie(database=deps.mongo.get_default_database(DATABASE), document_models=DOCUMENTS)
-    return Grader(deps.js, deps, CurriculumStore())
+    # Feature flags from Redis, re-read every second (for as long as the process runs).
+    flags = FlagReader(RedisSource(deps.redis))
+    await flags.start()
+    return Grader(deps.js, deps, CurriculumStore(), flags)

@@ -87,6 +87,27 @@ def values_match(expected: Any, actual: Any, *, tolerance: float | None = None) 
     return type(expected) is type(actual) and expected == actual
 
 
+_PUNCTUATION = str.maketrans("", "", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def near_miss(expected: str, actual: str) -> str | None:
+    """How a wrong output came close, if it did: the one kind of small difference between the two
+    (``NEAR_MISS_SPACING``: spaces or empty lines only; ``NEAR_MISS_CASE``: capital letters only;
+    ``NEAR_MISS_PUNCTUATION``: punctuation only), checked in that order; None for anything else."""
+    want, got = normalized_lines(expected), normalized_lines(actual)
+    if want == got or "".join("".join(want).split()) == "".join("".join(got).split()):
+        return "NEAR_MISS_SPACING"
+    if [line.casefold() for line in want] == [line.casefold() for line in got]:
+        return "NEAR_MISS_CASE"
+
+    def bare(lines: list[str]) -> list[str]:
+        return [w for w in (" ".join(line.translate(_PUNCTUATION).split()) for line in lines) if w]
+
+    if bare(want) == bare(got) and bare(want):
+        return "NEAR_MISS_PUNCTUATION"
+    return None
+
+
 def diff(expected: str, actual: str) -> str:
     """A readable line diff (``-`` expected, ``+`` yours), capped."""
     lines = difflib.unified_diff(

@@ -20,7 +20,7 @@ import msgspec
 
 from schemas.grades import Feedback  # the contract's type: it goes into grading events
 
-__all__ = ["FILENAME", "LIMIT_KINDS", "REQUIRED_KEYS", "Feedback", "explain"]
+__all__ = ["FILENAME", "LIMIT_KINDS", "NEAR_MISS_KINDS", "REQUIRED_KEYS", "Feedback", "explain"]
 
 # The name the harness compiles the student's program under (sandbox/harness.py; not imported:
 # the harness is standard-library only and runs inside the sandbox).
@@ -28,6 +28,9 @@ FILENAME = "main.py"
 EXPLANATIONS = Path(__file__).with_name("explanations.toml")
 # Verdicts that are not exceptions: the program was stopped, so its stderr says nothing about why.
 LIMIT_KINDS = frozenset({"TIME_LIMIT", "MEMORY_LIMIT", "OUTPUT_LIMIT"})
+# A wrong answer that came close (grading/compare.py: near_miss; the grading-near-miss flag): the
+# program ran fine, so its stderr says nothing about the difference either.
+NEAR_MISS_KINDS = frozenset({"NEAR_MISS_SPACING", "NEAR_MISS_CASE", "NEAR_MISS_PUNCTUATION"})
 REQUIRED_KEYS = (
     "NameError",
     "SyntaxError",
@@ -50,6 +53,7 @@ REQUIRED_KEYS = (
     "MemoryError",
     "StopIteration",
     *sorted(LIMIT_KINDS),
+    *sorted(NEAR_MISS_KINDS),
     "default",
 )
 MAX_TEXT = 300
@@ -116,7 +120,7 @@ def explain(kind: str, *, message: str | None = None, stderr: str = "", code: st
     parsed_message: str | None = None
     line: int | None = None
     shown: str | None = None
-    if kind not in LIMIT_KINDS:
+    if kind not in LIMIT_KINDS | NEAR_MISS_KINDS:
         parsed_type, parsed_message = _exception_line(stderr, kind)
         if parsed_type is not None and (kind in _UNSPECIFIC or _is_subclass(parsed_type, kind)):
             # The more precise name wins, e.g. the IndentationError of a caller that says "SyntaxError".

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from curriculum.model import Comparison, GradingMode, Problem, TestCase
-from grading.compare import diff, text_matches, values_match
+from grading.compare import diff, near_miss, text_matches, values_match
 from grading.feedback import explain
 from schemas.executions import TestError, TestObserved
 from schemas.grades import Feedback, Grade, GradeVerdict, TestResult
@@ -82,9 +82,29 @@ def _shown_expected(problem: Problem, test: TestCase) -> str | None:
     return str(test.expected)
 
 
-def result_for(problem: Problem, index: int, test: TestCase, obs: TestObserved, code: str) -> TestResult:
-    """One test's result, with exactly what its audience may see."""
+def _near_miss(problem: Problem, test: TestCase, obs: TestObserved) -> str | None:
+    """The near-miss kind of a wrong answer to an output test (whole-text comparisons only)."""
+    if test.script is not None or _is_call(problem, test):
+        return None
+    if problem.comparison_of(test) not in (Comparison.NORMALIZED, Comparison.EXACT):
+        return None
+    return near_miss(str(test.expected), obs.stdout)
+
+
+def _decided(problem: Problem, test: TestCase, obs: TestObserved, near: bool) -> tuple[GradeVerdict, str | None]:
+    """The verdict and feedback kind; with ``near`` (the grading-near-miss flag), a wrong answer
+    that came close gets that kind of feedback. The verdict never changes."""
     verdict, kind = _verdict(problem, test, obs)
+    if near and verdict is GradeVerdict.WRONG_ANSWER and kind is None:
+        kind = _near_miss(problem, test, obs)
+    return verdict, kind
+
+
+def result_for(
+    problem: Problem, index: int, test: TestCase, obs: TestObserved, code: str, *, near_miss: bool = False
+) -> TestResult:
+    """One test's result, with exactly what its audience may see."""
+    verdict, kind = _decided(problem, test, obs, near_miss)
     message = obs.error.message if obs.error else None
     feedback = explain(kind, message=message, stderr=obs.stderr, code=code) if kind else None
     if not test.public:
@@ -109,9 +129,11 @@ def result_for(problem: Problem, index: int, test: TestCase, obs: TestObserved, 
     )
 
 
-def _hidden_feedback(problem: Problem, test: TestCase, obs: TestObserved, code: str) -> Feedback | None:
+def _hidden_feedback(
+    problem: Problem, test: TestCase, obs: TestObserved, code: str, near_miss: bool
+) -> Feedback | None:
     """Help for a failed hidden test: what kind of mistake and where, never its message."""
-    _, kind = _verdict(problem, test, obs)
+    _, kind = _decided(problem, test, obs, near_miss)
     if kind is None:
         return None
     return msgspec.structs.replace(explain(kind, message=None, stderr=obs.stderr, code=code), message=None)
@@ -136,16 +158,20 @@ def grade(
     code: str,
     *,
     scope: str,
+    near_miss: bool = False,
 ) -> Grade:
-    """The grade of a run of ``tests`` (in order): verdict, score by weight, each test's result."""
+    """The grade of a run of ``tests`` (in order): verdict, score by weight, each test's result.
+
+    ``near_miss`` (the grading-near-miss flag) adds feedback to wrong answers that came close; the
+    verdicts and the score are the same with it or without."""
     results: list[TestResult] = []
     feedback: Feedback | None = None
     for index, test in enumerate(tests):
         obs = observations.get(test.id) or missing(test)
-        result = result_for(problem, index, test, obs, code)
+        result = result_for(problem, index, test, obs, code, near_miss=near_miss)
         results.append(result)
         if feedback is None and not result.passed:
-            feedback = result.feedback if test.public else _hidden_feedback(problem, test, obs, code)
+            feedback = result.feedback if test.public else _hidden_feedback(problem, test, obs, code, near_miss)
     total_weight = sum(t.weight for t in tests) or 1
     passed_weight = sum(r.weight for r in results if r.passed)
     failing = [r for r in results if not r.passed]

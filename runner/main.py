@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -12,6 +13,7 @@ from nats.aio.msg import Msg
 
 from bus import client, streams
 from config.loader import load
+from flags.store import FlagReader, StreamSource
 from runner import deadletters
 from runner.settings import RunnerSettings
 from runner.worker import Runner
@@ -32,7 +34,8 @@ from telemetry.setup import setup_logging, setup_tracing
 log = logging.getLogger(__name__)
 
 
-def build_sandbox(settings: RunnerSettings) -> PooledSandbox:
+def build_sandbox(settings: RunnerSettings, name: str | None = None) -> PooledSandbox:
+    """The pooled sandbox of backend ``name`` (default: SANDBOX_BACKEND), from the settings."""
     limits: dict[str, Any] = dict(
         memory_bytes=settings.sandbox_memory_mb * MiB,
         cpus=settings.sandbox_cpus,
@@ -42,7 +45,7 @@ def build_sandbox(settings: RunnerSettings) -> PooledSandbox:
         file_size_bytes=settings.sandbox_file_size_mb * MiB,
     )
     backend: Backend
-    if settings.sandbox_backend == "docker":
+    if (name or settings.sandbox_backend) == "docker":
         backend = DockerBackend(
             DockerConfig(
                 image=settings.sandbox_image, base_url=settings.docker_host, runner_id=settings.runner_id, **limits
@@ -78,39 +81,59 @@ def check_enforcement(settings: RunnerSettings, enforcement: dict[str, str]) -> 
         )
 
 
-def export_gauges(settings: RunnerSettings, sandbox: PooledSandbox, runner: Runner) -> None:
+def export_gauges(settings: RunnerSettings, sandboxes: dict[str, PooledSandbox], runner: Runner) -> None:
     """Pool and slot gauges read at scrape time, from the objects that hold the figures."""
     metrics.RUNNER_SLOTS.set(settings.runner_concurrency)
     metrics.RUNNER_BUSY.set_function(lambda: runner.running)
-    name = sandbox.backend.name
-    metrics.POOL_SIZE.labels(name).set_function(lambda: (lambda s: s.idle + s.busy)(sandbox.stats()))
-    metrics.POOL_AVAILABLE.labels(name).set_function(lambda: sandbox.stats().idle)
+    for name, sandbox in sandboxes.items():
+        metrics.POOL_SIZE.labels(name).set_function(functools.partial(_pool_size, sandbox))
+        metrics.POOL_AVAILABLE.labels(name).set_function(functools.partial(_pool_idle, sandbox))
+        for choice in ("flag", "fallback"):
+            metrics.SANDBOX_JOBS.labels(name, choice)
+
+
+def _pool_size(sandbox: PooledSandbox) -> float:
+    stats = sandbox.stats()
+    return stats.idle + stats.busy
+
+
+def _pool_idle(sandbox: PooledSandbox) -> float:
+    return sandbox.stats().idle
 
 
 async def serve(settings: RunnerSettings) -> None:
     # Its only forks exec bwrap at once: no after-fork hooks (see setup_tracing).
     tracing = setup_tracing("runner", settings.otel_exporter_otlp_endpoint, fork_hooks=False)
     metrics.set_process("runner")
-    sandbox = build_sandbox(settings)
+    # SANDBOX_BACKEND, and SANDBOX_SECOND_BACKEND when set (the sandbox-docker flag picks per job).
+    sandboxes = {name: build_sandbox(settings, name) for name in settings.backends}
+    sandbox = sandboxes[settings.sandbox_backend]
     # Refuse to start without a working sandbox: there is no unsandboxed mode.
     try:
-        await sandbox.check()
+        for each in sandboxes.values():
+            await each.check()
+            checked = each.backend.enforcement()
+            log.info("%s sandbox limits enforced by: %s", each.name, ", ".join(f"{k}={v}" for k, v in checked.items()))
+            check_enforcement(settings, checked)
         enforcement = sandbox.backend.enforcement()
-        log.info("sandbox limits enforced by: %s", ", ".join(f"{k}={v}" for k, v in enforcement.items()))
-        check_enforcement(settings, enforcement)
         nc, js = await client.connect(settings.nats_url, f"runner-{settings.runner_id}")
     except BaseException:
         # The check started warm sandboxes: a refusing runner must not leave them behind (bwrap's
         # own parent-death signal does not survive its change of credentials).
-        await sandbox.close()
+        for each in sandboxes.values():
+            await each.close()
         tracing.shutdown()
         raise
+    # Feature flags from the FLAGS stream (a runner gets no database URL), re-read every second and
+    # at once on a flag.changed event.
+    flags = FlagReader(StreamSource(js))
     try:
         await streams.provision(js, settings.bus_limits())
         await streams.ensure_consumer(js, streams.RUNNER_CONSUMER, settings.bus_limits())
         await streams.ensure_consumer(js, deadletters.DURABLE.name, settings.bus_limits())
-        runner = Runner(js, sandbox, settings)
-        export_gauges(settings, sandbox, runner)
+        await flags.start(nc)
+        runner = Runner(js, sandbox, settings, sandboxes=sandboxes, flags=flags)
+        export_gauges(settings, sandboxes, runner)
         exposition = await start_metrics(settings)
 
         async def answer_stats(msg: Msg) -> None:
@@ -143,8 +166,10 @@ async def serve(settings: RunnerSettings) -> None:
         if exposition:
             await exposition.stop()
     finally:
+        await flags.stop()
         await client.close(nc)
-        await sandbox.close()
+        for each in sandboxes.values():
+            await each.close()
         tracing.shutdown()
 
 

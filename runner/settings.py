@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -25,6 +26,9 @@ class RunnerSettings(CommonSettings, frozen=True, kw_only=True):
     runner_shutdown_grace_seconds: PositiveFloat = 10.0
     # bwrap: bubblewrap on this host (the embedded default); docker: containers (production).
     sandbox_backend: Literal["bwrap", "docker"] = "bwrap"
+    # A second backend this runner also keeps warm (the other one, configured by the same
+    # settings): the sandbox-docker flag then picks the backend of each job (docs/flags.md).
+    sandbox_second_backend: Literal["bwrap", "docker"] | None = None
     # Limits of every sandbox (seed plan defaults). Per-job limits can only be lower.
     sandbox_memory_mb: Annotated[int, Meta(ge=16, le=65536)] = 128
     sandbox_cpus: Annotated[float, Meta(gt=0, le=64)] = 0.5
@@ -50,6 +54,19 @@ class RunnerSettings(CommonSettings, frozen=True, kw_only=True):
     # docker: the sandbox image (built from sandbox/Dockerfile) and the Engine API address.
     sandbox_image: str = "coderunner-sandbox:latest"
     docker_host: str | None = None
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> list[str]:
+        problems = super().check_values(values)
+        second = values.get("sandbox_second_backend")
+        if second is not None and second == values.get("sandbox_backend", "bwrap"):
+            problems.append(f"SANDBOX_SECOND_BACKEND={second!r} is SANDBOX_BACKEND already: name the other backend")
+        return problems
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The sandbox backends this runner runs jobs in, its SANDBOX_BACKEND first."""
+        return (self.sandbox_backend,) + ((self.sandbox_second_backend,) if self.sandbox_second_backend else ())
 
     @property
     def pool_min(self) -> int:

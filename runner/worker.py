@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -29,6 +29,8 @@ from opentelemetry import trace
 
 from bus import client, deadletters, history, streams
 from bus.settle import Permanent, Transient, settle
+from flags.declared import SANDBOX_DOCKER
+from flags.store import FlagReader
 from runner.settings import RunnerSettings
 from sandbox.base import Execution, Outcome, Sandbox, SandboxFailure, TestCase, TestObservation
 from schemas import subjects
@@ -110,9 +112,21 @@ class ChunkPublisher:
 
 
 class Runner:
-    def __init__(self, js: JetStreamContext, sandbox: Sandbox, settings: RunnerSettings) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        sandbox: Sandbox,
+        settings: RunnerSettings,
+        *,
+        sandboxes: Mapping[str, Sandbox] | None = None,
+        flags: FlagReader | None = None,
+    ) -> None:
         self.js = js
+        # SANDBOX_BACKEND's; with a second backend, the sandbox-docker flag picks each job's.
         self.sandbox = sandbox
+        self.sandboxes: Mapping[str, Sandbox] = sandboxes or {sandbox.name: sandbox}
+        self.flags = flags
+        self._fallbacks_logged: set[str] = set()
         self.runner_id = settings.runner_id
         self.concurrency = settings.runner_concurrency
         self.ack_wait = settings.runner_ack_wait_seconds
@@ -123,7 +137,7 @@ class Runner:
         self._not_fetching = asyncio.Event()
         self._not_fetching.set()
         # One pipeline per submission mode.
-        self._pipelines: dict[Mode, Callable[[SubmissionRequested, ChunkPublisher], Awaitable[Outcome]]] = {
+        self._pipelines: dict[Mode, Callable[[SubmissionRequested, ChunkPublisher, Sandbox], Awaitable[Outcome]]] = {
             "run": self._run_program,
             "grade": self._run_tests,
         }
@@ -214,8 +228,13 @@ class Runner:
         attempt = msg.metadata.num_delivered
         if attempt == 1:
             metrics.QUEUE_WAIT.observe(max(0.0, (datetime.now(UTC) - job.submitted_at).total_seconds()))
+        sandbox = self._sandbox_for(job.job_id)
         started_event = ExecutionStarted(
-            job_id=job.job_id, attempt=attempt, runner_id=self.runner_id, started_at=datetime.now(UTC)
+            job_id=job.job_id,
+            attempt=attempt,
+            runner_id=self.runner_id,
+            started_at=datetime.now(UTC),
+            sandbox=sandbox.name,
         )
         await client.publish(
             self.js, subjects.execution(started_event), started_event, msg_id=f"{job.job_id}.started.{attempt}"
@@ -225,9 +244,9 @@ class Runner:
         started = time.monotonic()
         try:
             with tracer.start_as_current_span(
-                "sandbox run", attributes={"coderunner.mode": job.mode, "coderunner.sandbox": self.sandbox.name}
+                "sandbox run", attributes={"coderunner.mode": job.mode, "coderunner.sandbox": sandbox.name}
             ):
-                outcome = await self._pipelines[job.mode](job, chunks)
+                outcome = await self._pipelines[job.mode](job, chunks, sandbox)
         except SandboxFailure as exc:
             metrics.error("sandbox")
             if attempt < self.max_deliver:
@@ -262,11 +281,33 @@ class Runner:
             msg_id=f"{job.job_id}.finished",
         )
 
-    async def _run_program(self, job: SubmissionRequested, chunks: ChunkPublisher) -> Outcome:
-        """Run mode: the program with the student's stdin, its output streamed live."""
-        return await self.sandbox.run(Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write)
+    def _sandbox_for(self, job_id: str) -> Sandbox:
+        """The sandbox-docker flag's choice for this job (a hash of its id: the same on every
+        redelivery while the flag holds), or this runner's own backend when it lacks that one: the
+        job still runs, and the fallback is counted (and logged once per backend)."""
+        wanted = "docker" if self.flags is not None and self.flags.enabled(SANDBOX_DOCKER, job_id) else "bwrap"
+        chosen = self.sandboxes.get(wanted)
+        if chosen is not None:
+            metrics.SANDBOX_JOBS.labels(chosen.name, "flag").inc()
+            return chosen
+        metrics.SANDBOX_JOBS.labels(self.sandbox.name, "fallback").inc()
+        if wanted not in self._fallbacks_logged:
+            self._fallbacks_logged.add(wanted)
+            log.warning(
+                "the %s flag chose %s for job %s, which this runner lacks: running it in %s (counted in "
+                'coderunner_sandbox_jobs_total{choice="fallback"}; logged once)',
+                SANDBOX_DOCKER.name,
+                wanted,
+                job_id,
+                self.sandbox.name,
+            )
+        return self.sandbox
 
-    async def _run_tests(self, job: SubmissionRequested, chunks: ChunkPublisher) -> Outcome:
+    async def _run_program(self, job: SubmissionRequested, chunks: ChunkPublisher, sandbox: Sandbox) -> Outcome:
+        """Run mode: the program with the student's stdin, its output streamed live."""
+        return await sandbox.run(Execution(code=job.code, stdin=job.stdin, limits=job.limits), chunks.write)
+
+    async def _run_tests(self, job: SubmissionRequested, chunks: ChunkPublisher, sandbox: Sandbox) -> Outcome:
         """Grade mode: the program is compiled once and each test case runs in its own child.
 
         The submission carries the tests' inputs only; each observation is published as soon as
@@ -315,7 +356,7 @@ class Runner:
             )
             for t in job.tests
         ]
-        run = await self.sandbox.run_tests(job.code, cases, job.limits, observed)
+        run = await sandbox.run_tests(job.code, cases, job.limits, observed)
         return run.outcome
 
     async def _keep_alive(self, msg: Msg) -> None:

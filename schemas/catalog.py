@@ -21,6 +21,7 @@ from msgspec import Struct
 from schemas import subjects
 from schemas.deadletter import DeadLetter
 from schemas.executions import KINDS, ExecutionEvent
+from schemas.flags import FlagEvent
 from schemas.ops import RunnerStats
 from schemas.problems import ProblemEvent
 from schemas.progress import ProgressEvent, ProgressKind
@@ -213,6 +214,36 @@ CHANNELS: tuple[Channel, ...] = (
         msg_ids={"deadletter": "dlq.{stream}.{consumer}.{streamSeq}"},
         ordering="None: records come in the order the pipeline gave up.",
         description="A message the pipeline gave up on, with a named reason. The original stays in its stream.",
+    ),
+    Channel(
+        id="flags",
+        address="coderunner.v1.flags.{flag}.changed",
+        parameters=(
+            Parameter(
+                name="flag",
+                description=f"A feature flag's name, one subject token: {subjects.FLAG_NAME_RE.pattern}",
+                examples=("read-only", "sandbox-docker"),
+            ),
+        ),
+        stream="FLAGS",
+        payload=FlagEvent,
+        family="flags",
+        publishers=("coderunner flag set (operators)",),
+        consumers=(
+            "runners (the last change of each flag is its value for them: direct gets by subject)",
+            "gateways and the grading consumer (a change makes them read the flags from Redis again at once)",
+            "operators: the audit trail (coderunner flag history)",
+        ),
+        delivery=(
+            "At least once, kept without an age limit (the audit trail, and the runners' flag values). "
+            "A retried publish sends the same Nats-Msg-Id."
+        ),
+        msg_ids={"flag.changed": "flag-{changeId}"},
+        ordering="Per flag, in the order they were set: the last one is the flag's value.",
+        description=(
+            "An operator set a feature flag: its value before and after, who, where, when and why. "
+            "Filter `coderunner.v1.flags.*.changed` for every flag."
+        ),
     ),
     Channel(
         id="runnerStats",

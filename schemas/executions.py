@@ -25,9 +25,12 @@ class Verdict(enum.StrEnum):
     SANDBOX_ERROR = "SANDBOX_ERROR"
 
 
-class ExecutionStarted(ExecutionBase, frozen=True, tag="execution.started"):
+class ExecutionStarted(ExecutionBase, frozen=True, kw_only=True, tag="execution.started"):
     runner_id: str
     started_at: datetime
+    # The sandbox backend this attempt runs in: "bwrap" or "docker" (v2; "" from older runners).
+    sandbox: str = ""
+    v: int = 2
 
 
 class OutputChunk(ExecutionBase, frozen=True, tag="execution.output"):

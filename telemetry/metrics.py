@@ -49,6 +49,12 @@ REDELIVERIES = Counter(
 DEAD_LETTERS = Counter(
     f"{PREFIX}_dead_letters_total", "Dead-letter records written, by reason", ["reason"], registry=None
 )
+FLAG_VALUE = Gauge(
+    f"{PREFIX}_flag_value",
+    "Each feature flag's value as this process sees it (a share in percent; a switch: 0 off, 100 on)",
+    ["flag"],
+    registry=None,
+)
 
 # -- JetStream, sampled by the gateway from consumer info -------------------------------------
 QUEUE_DEPTH = Gauge(
@@ -83,7 +89,7 @@ QUOTA_REFUSALS = Counter(
 )
 UNAVAILABLE = Counter(
     f"{PREFIX}_unavailable_total",
-    "Requests answered 503, by cause (queue_full, sign_in_busy, nats, redis, mongodb)",
+    "Requests answered 503, by cause (queue_full, sign_in_busy, read_only, nats, redis, mongodb)",
     ["cause"],
     registry=None,
 )
@@ -118,6 +124,13 @@ POOL_SIZE = Gauge(
 POOL_AVAILABLE = Gauge(
     f"{PREFIX}_sandbox_pool_available", "Warm sandboxes ready to take a job", ["backend"], registry=None
 )
+SANDBOX_JOBS = Counter(
+    f"{PREFIX}_sandbox_jobs_total",
+    "Jobs by the sandbox backend that ran them and why (flag: the sandbox-docker flag chose it; "
+    "fallback: the flag chose a backend this runner lacks)",
+    ["backend", "choice"],
+    registry=None,
+)
 SANDBOX_START = Histogram(
     f"{PREFIX}_sandbox_start_seconds", "Time to start one sandbox", ["backend"], buckets=_SECONDS, registry=None
 )
@@ -128,7 +141,7 @@ GRADES = Counter(f"{PREFIX}_grades_total", "Submissions graded, by verdict", ["v
 
 # Which metrics each kind of process exports (a metric without labels would otherwise show a
 # misleading 0 from every process: the queue depth from a consumer, slots from the gateway).
-COMMON: tuple[Collector, ...] = (BUILD, ERRORS, MESSAGES, MESSAGE_SECONDS, REDELIVERIES, DEAD_LETTERS)
+COMMON: tuple[Collector, ...] = (BUILD, ERRORS, MESSAGES, MESSAGE_SECONDS, REDELIVERIES, DEAD_LETTERS, FLAG_VALUE)
 BY_KIND: dict[str, tuple[Collector, ...]] = {
     "gateway": (
         QUEUE_DEPTH,
@@ -144,7 +157,16 @@ BY_KIND: dict[str, tuple[Collector, ...]] = {
         DAILY_ACTIVE_USERS,
         DAILY_SUBMISSIONS,
     ),
-    "runner": (QUEUE_WAIT, EXECUTION_SECONDS, RUNNER_SLOTS, RUNNER_BUSY, POOL_SIZE, POOL_AVAILABLE, SANDBOX_START),
+    "runner": (
+        QUEUE_WAIT,
+        EXECUTION_SECONDS,
+        RUNNER_SLOTS,
+        RUNNER_BUSY,
+        POOL_SIZE,
+        POOL_AVAILABLE,
+        SANDBOX_START,
+        SANDBOX_JOBS,
+    ),
     "consumer": (GRADES,),
 }
 
@@ -194,7 +216,7 @@ def export_known_labels(name: str, kind: str) -> None:
     if kind == "gateway":
         for quota in ("exec-minute", "exec-day", "api", "event_streams", "sign_in"):
             QUOTA_REFUSALS.labels(quota)
-        for cause in ("queue_full", "sign_in_busy", "nats", "redis", "mongodb", "other"):
+        for cause in ("queue_full", "sign_in_busy", "read_only", "nats", "redis", "mongodb", "other"):
             UNAVAILABLE.labels(cause)
 
 

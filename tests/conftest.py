@@ -28,13 +28,58 @@ ROOT = Path(__file__).resolve().parent.parent
 _session: dict[str, object] = {}
 
 
+def _worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker (``make test`` runs two); the controller or a plain run is not."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _worker(config):
+        # This worker's runners, wherever they are started, take this worker's host uids.
+        os.environ["SANDBOX_HOST_UID_BASE"] = str(leftovers.RUNNER_UID_BASE)
+        return
+    # Every process this session starts inherits the mark (workers too: they start after this);
+    # whatever still carries it at the end outlived its test.
+    os.environ[leftovers.MARK] = secrets.token_hex(8)
+
+
+# Modules that each run for half a minute or more under load: one worker takes them one after the
+# other (pytest_xdist_make_scheduler), so that two of them never compete for the machine's cores.
+HEAVY = frozenset(
+    {
+        "test_api_client",
+        "test_api_fuzz",
+        "test_backup",
+        "test_chaos",
+        "test_dashboards",
+        "test_flags",
+        "test_grading",
+        "test_load",
+        "test_rebuild",
+    }
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole modules to a worker (a module-scoped stack starts once), the heavy ones as one unit.
+
+    (xdist's own ``loadgroup`` marks do not take with pytest 9, which keeps node ids elsewhere.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.partition("::")[0]
+            return "heavy" if Path(module).stem in HEAVY else module
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    # Every process this session starts inherits the mark; whatever still carries it at the end
-    # outlived its test.
-    token = secrets.token_hex(8)
-    os.environ[leftovers.MARK] = token
+    if _worker(session.config):
+        return  # the controller checks for leftovers, once every worker is done
     tmp_root = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
-    _session.update(token=token, before=leftovers.snapshot(tmp_root))
+    _session.update(token=os.environ[leftovers.MARK], before=leftovers.snapshot(tmp_root))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -19,6 +19,13 @@ from pathlib import Path
 MARK = "CODERUNNER_TEST_SESSION"
 # The bwrap backend's per-sandbox host uids: 60000+ for runners, 61000+ for the sandbox tests.
 SANDBOX_UIDS = range(60_000, 62_000)
+# Test workers (pytest-xdist, `make test`) run side by side, each with host uids of its own: a
+# worker's checks for sandbox processes never see the other's sandboxes.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+UID_STRIDE = 250
+RUNNER_UID_BASE = 60_000 + UID_STRIDE * WORKER  # its runners' (SANDBOX_HOST_UID_BASE, set by conftest)
+TEST_UID_BASE = 61_000 + UID_STRIDE * WORKER  # the sandboxes its tests make in-process
+WORKER_UIDS = frozenset({*range(RUNNER_UID_BASE, RUNNER_UID_BASE + 64), *range(TEST_UID_BASE, TEST_UID_BASE + 64)})
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 CGROUP_PARENT = "coderunner"
@@ -95,7 +102,7 @@ def sandbox_process(pid: int) -> bool:
     except (KeyError, ValueError, IndexError):
         return False
     if os.geteuid() == 0:
-        return uid in SANDBOX_UIDS
+        return uid in WORKER_UIDS
     token = os.environ.get(MARK)
     return token is None or not _marked(pid, token)
 
@@ -149,7 +156,7 @@ def _ours(pid: int, token: str, before: Snapshot) -> bool:
 
 def runner_id(name: str = "tests") -> str:
     """A runner id that marks the sandbox containers of this session (label ``coderunner.runner``)."""
-    return f"{name}-{os.environ.get(MARK, 'unmarked')}"
+    return f"{name}-w{WORKER}-{os.environ.get(MARK, 'unmarked')}"
 
 
 def _containers(token: str) -> list[str]:

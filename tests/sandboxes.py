@@ -37,8 +37,8 @@ class Run:
 
 def make_backend(name: str, **overrides: object) -> BwrapBackend | DockerBackend:
     if name == "bwrap":
-        # Host uids apart from the runners' (60000+), so leftover checks see only these sandboxes.
-        config = BwrapConfig(**{"host_uid_base": 61_000, **overrides})  # type: ignore[arg-type]
+        # Host uids apart from the runners', so leftover checks see only these sandboxes.
+        config = BwrapConfig(**{"host_uid_base": leftovers.TEST_UID_BASE, **overrides})  # type: ignore[arg-type]
         return BwrapBackend(config, instance_name=f"test-{os.getpid()}")
     settings = {"image": DOCKER_IMAGE, "base_url": DOCKER_HOST, "runner_id": leftovers.runner_id(), **overrides}
     return DockerBackend(DockerConfig(**settings))  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from sandbox.base import SandboxUnavailable
 from sandbox.bwrap import BwrapBackend, BwrapConfig
 from sandbox.pool import PooledSandbox, WarmPool
 from schemas.executions import Verdict as V
+from tests import leftovers
 from tests.conftest import ROOT, wait_for
 from tests.sandboxes import make_backend, run
 
@@ -89,7 +90,7 @@ def test_the_runner_process_refuses_and_names_the_setting() -> None:
         "NATS_URL": "nats://127.0.0.1:1",
         "APP_ENV": "production",
         "SANDBOX_CGROUPS": "off",
-        "SANDBOX_HOST_UID_BASE": "61000",
+        "SANDBOX_HOST_UID_BASE": str(leftovers.TEST_UID_BASE),
     }
     proc = subprocess.run([sys.executable, "-m", "cli", "runner"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -162,6 +163,6 @@ def test_v2_plumbing_evacuates_joins_kills_and_sweeps(v2_mount: Path) -> None:
 
 
 def test_backend_reports_no_cgroups_reason_when_off() -> None:
-    backend = BwrapBackend(BwrapConfig(cgroups="off", host_uid_base=61_000))
+    backend = BwrapBackend(BwrapConfig(cgroups="off", host_uid_base=leftovers.TEST_UID_BASE))
     assert "SANDBOX_CGROUPS=off" in backend.cgroups_why_not
     asyncio.run(backend.close())

@@ -88,6 +88,7 @@ def test_addresses_are_the_subjects_the_code_builds() -> None:
         assert by_id["progress"].address.format(userId=JOB, kind=progress_kind) == subjects.progress(JOB, progress_kind)
     assert by_id["deadletter"].address.format(stream="submissions") == subjects.deadletter("submissions")
     assert by_id["runnerStats"].address == subjects.RUNNER_STATS
+    assert by_id["flags"].address.format(flag="read-only") == subjects.flag_changed("read-only")
 
 
 def test_parameters_kinds_and_internal_messages_match_the_payloads() -> None:

@@ -44,6 +44,7 @@ from curriculum import files
 from local import embedded
 from local.lifetimes import die_with_parent
 from telemetry import metrics
+from tests import test_manifests as manifests
 from tests.conftest import ROOT, App, Stack, stack_env, wait_for, wait_ready
 from tests.helpers import read_events
 
@@ -77,10 +78,12 @@ class Target:
     ref: str
     expr: str
     legend: str
+    # The dashboard's own variables and their defaults (prices, a pod's requests).
+    variables: tuple[tuple[str, str], ...] = ()
 
     @property
     def query(self) -> str:
-        return substitute(self.expr)
+        return substitute(self.expr, dict(self.variables))
 
 
 ORDER = ("overview", "queue", "runners", "business")
@@ -101,21 +104,45 @@ def panels_of(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield panel
 
 
+def dashboard_variables(board: dict[str, Any]) -> dict[str, str]:
+    """A dashboard's own variables with their defaults. Only numbers an operator types in (a
+    price, a pod's request), each described: a query variable would hide what a panel computes."""
+    found = {}
+    for variable in board.get("templating", {}).get("list", []):
+        where = f"{board['title']}: ${variable.get('name')}"
+        assert variable["type"] in ("textbox", "constant"), where
+        assert variable.get("description", "").strip(), f"{where} has no description"
+        default = variable["query"]
+        assert float(default) >= 0 and variable["current"]["value"] == default, where
+        assert variable["name"] not in GRAFANA_VARIABLES, where
+        found[variable["name"]] = default
+    return found
+
+
 def targets() -> list[Target]:
     return [
-        Target(board["title"], panel["title"], t["refId"], t["expr"], t.get("legendFormat", ""))
+        Target(
+            board["title"],
+            panel["title"],
+            t["refId"],
+            t["expr"],
+            t.get("legendFormat", ""),
+            tuple(sorted(dashboard_variables(board).items())),
+        )
         for board in dashboards().values()
         for panel in panels_of(board)
         for t in panel["targets"]
     ]
 
 
-def substitute(expr: str) -> str:
+def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
+    known = {**GRAFANA_VARIABLES, **(variables or {})}
+
     def value(match: re.Match[str]) -> str:
         name = next(g for g in match.groups() if g)
-        if name not in GRAFANA_VARIABLES:
+        if name not in known:
             raise AssertionError(f"unknown Grafana variable ${name} in {expr}")
-        return GRAFANA_VARIABLES[name]
+        return known[name]
 
     return _VARIABLE.sub(value, expr)
 
@@ -173,6 +200,28 @@ def test_rate_windows_use_grafanas_rate_interval_and_every_variable_is_known() -
         assert "$" not in t.query  # substitute() raises on a variable it does not know
         for window in re.findall(r"\[([^\]]+)\]", t.expr):
             assert window == "$__rate_interval", f"{t.dashboard} / {t.panel}: [{window}]"
+    with pytest.raises(AssertionError, match="unknown Grafana variable \\$runner_cores"):
+        substitute("count(coderunner_runner_slots) * $runner_cores")
+
+
+COST_PANEL = ("Code Runner / Business", "Cost per execution ($ per 1,000 executions)")
+
+
+def test_the_cost_panel_prices_the_production_runners_requests_at_the_documented_prices() -> None:
+    """Its runner figures are the production overlay's requests (set from the measured cost per
+    job), and its default prices are the inputs docs/capacity.md states, to be replaced."""
+    (board,) = (b for b in dashboards().values() if b["title"] == COST_PANEL[0])
+    variables = dashboard_variables(board)
+    cost = [t for t in targets() if (t.dashboard, t.panel) == COST_PANEL]
+    used = {group for t in cost for match in _VARIABLE.findall(t.expr) for group in match if group}
+    assert used >= set(variables), set(variables) - used
+    objects = manifests.rendered("production")
+    requests = manifests.container(objects, "runner")["resources"]["requests"]
+    assert float(variables["runner_cores"]) == manifests._quantity(requests["cpu"])
+    assert float(variables["runner_gib"]) * 2**30 == manifests._quantity(requests["memory"])
+    capacity = (ROOT / "docs" / "capacity.md").read_text()
+    for name in ("spot_core_hour_price", "spot_gib_hour_price", "core_hour_price"):
+        assert f"${variables[name]} " in capacity, f"${name}'s default {variables[name]} is not in docs/capacity.md"
 
 
 # -- Prometheus -----------------------------------------------------------------------------------
@@ -677,7 +726,8 @@ def render(answers: dict[Target, list[dict[str, Any]]], at: float, load: Load) -
         "not capacity.",
         "",
         f"Every query was evaluated at one instant, {when}, with Grafana's variables substituted:",
-        f"{variables}. Up to {SERIES_SHOWN} series are shown per query, largest first;",
+        f"{variables}, and each dashboard's own variables (prices, a runner pod's requests) at their",
+        f"defaults. Up to {SERIES_SHOWN} series are shown per query, largest first;",
         "NaN is a quantile over a window with no observations.",
         "",
         "Grafana loads these dashboards from `deploy/grafana/` (provisioned by `compose.yaml`).",
@@ -690,7 +740,12 @@ def render(answers: dict[Target, list[dict[str, Any]]], at: float, load: Load) -
             lines += [f"### {panel['title']}", "", f"{panel['type']}: {panel.get('description', '')}", ""]
             for target in panel["targets"]:
                 t = Target(
-                    board["title"], panel["title"], target["refId"], target["expr"], target.get("legendFormat", "")
+                    board["title"],
+                    panel["title"],
+                    target["refId"],
+                    target["expr"],
+                    target.get("legendFormat", ""),
+                    tuple(sorted(dashboard_variables(board).items())),
                 )
                 result = answers[t]
                 lines += ["```promql", t.expr, "```", "", "| series | value |", "| --- | --- |"]

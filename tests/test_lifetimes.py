@@ -71,7 +71,7 @@ async def test_the_refusal_names_the_real_cause(tmp_path: Path) -> None:
                     "not allow non-privileged user namespaces.' >&2\nexit 1\n")  # fmt: skip
     fake.chmod(0o755)
     os.chmod(tmp_path, 0o755)
-    backend = BwrapBackend(BwrapConfig(bwrap=str(fake), cgroups="off", host_uid_base=61_000))
+    backend = BwrapBackend(BwrapConfig(bwrap=str(fake), cgroups="off", host_uid_base=leftovers.TEST_UID_BASE))
     with pytest.raises(SandboxUnavailable, match="user namespaces") as info:
         await backend.check()
     assert "No permissions to create new namespace" in str(info.value)
@@ -92,7 +92,7 @@ def test_a_dead_runners_cgroups_are_removed_at_start() -> None:
     slot = stale.create("s1")
     sleeper = subprocess.Popen(["sleep", "60"], preexec_fn=slot.join)
     try:
-        backend = BwrapBackend(BwrapConfig(host_uid_base=61_000), instance_name="next-runner")
+        backend = BwrapBackend(BwrapConfig(host_uid_base=leftovers.TEST_UID_BASE), instance_name="next-runner")
         assert not any(base.exists() for base in stale.bases.values()), "a dead runner's cgroups were kept"
         assert sleeper.wait(5) == -signal.SIGKILL
         # The live runner's own groups are kept (and named for its pid).
@@ -177,8 +177,8 @@ async def test_sandboxes_killed_while_starting_leave_no_zombie() -> None:
     # A runner refusing to start, or shutting down, cancels sandboxes half-started: bwrap dies
     # before naming its inner process, which is re-parented here. Uncollected, it stays a zombie
     # of a sandbox uid (counted against RLIMIT_NPROC when the uid is reused) and outlives the runner.
-    backend = BwrapBackend(BwrapConfig(cgroups="off", host_uid_base=61_000, host_uids=64))
-    uids = range(61_000, 61_064)
+    backend = BwrapBackend(BwrapConfig(cgroups="off", host_uid_base=leftovers.TEST_UID_BASE, host_uids=64))
+    uids = range(leftovers.TEST_UID_BASE, leftovers.TEST_UID_BASE + 64)
     for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12):
         starting = asyncio.create_task(backend.spawn())
         await asyncio.sleep(delay)

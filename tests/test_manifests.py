@@ -19,6 +19,7 @@ import re
 import secrets
 import subprocess
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,6 +350,8 @@ NATS_SCALER_KEYS = {
     "useHttps",
     "natsServerMonitoringEndpoint",
 }
+# The cron scaler's, all required (KEDA v2.20.2's pkg/scalers/cron_scaler.go, cronMetadata).
+CRON_SCALER_KEYS = {"timezone", "start", "end", "desiredReplicas"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -431,6 +434,13 @@ def crd_errors(obj: Obj) -> list[str]:
                 unknown = set(trigger.get("metadata", {})) - NATS_SCALER_KEYS
                 if unknown:
                     errors.append(f"{name}: trigger metadata {sorted(unknown)} unknown to the nats-jetstream scaler")
+            if trigger.get("type") == "cron":
+                keys = set(trigger.get("metadata", {}))
+                if keys != CRON_SCALER_KEYS:
+                    errors.append(
+                        f"{name}: cron trigger metadata {sorted(keys)}, "
+                        f"the cron scaler takes {sorted(CRON_SCALER_KEYS)}"
+                    )
     return errors
 
 
@@ -651,6 +661,58 @@ def check_disruption_budgets(objects: Sequence[Obj]) -> list[str]:
             problems.append(f"{name}: {len(mine)} PodDisruptionBudgets select it, not one")
         elif "maxUnavailable" not in mine[0]["spec"]:
             problems.append(f"{name}: its PodDisruptionBudget uses minAvailable (blocks drains at one replica)")
+        else:
+            allowed = str(mine[0]["spec"]["maxUnavailable"])
+            share = float(allowed[:-1]) / 100 if allowed.endswith("%") else None
+            if allowed in ("0", "0%"):
+                problems.append(f"{name}: its PodDisruptionBudget allows no disruption (blocks every drain)")
+            elif share is not None and share >= 1:
+                problems.append(f"{name}: its PodDisruptionBudget allows {allowed} (protects nothing)")
+    return problems
+
+
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_CRON_PART = re.compile(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?")
+
+
+def cron_problems(spec: str) -> list[str]:
+    """A five-field schedule as KEDA's cron scaler parses it (robfig/cron: minute, hour, day of
+    month, month, day of week), numbers only: names (MON, JAN) are not checked here."""
+    fields = spec.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return [f"{spec!r} has {len(fields)} fields, not 5"]
+    out = []
+    for text, (what, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            match = _CRON_PART.fullmatch(part)
+            numbers = [int(n) for n in (match.group(2, 3) if match else ()) if n is not None]
+            if not match or any(not low <= n <= high for n in numbers) or numbers != sorted(numbers):
+                out.append(f"{spec!r}: {what} {part!r} is not {low}-{high}")
+    return out
+
+
+def check_schedules(objects: Sequence[Obj]) -> list[str]:
+    """Every cron trigger is one KEDA can run: its schedules parse, its time zone exists, and the
+    count it asks for is above the floor (or it does nothing) and within the maximum."""
+    problems = []
+    for scaled in (o for o in objects if o["kind"] == "ScaledObject"):
+        name, spec = scaled["metadata"]["name"], scaled["spec"]
+        for trigger in (t for t in spec["triggers"] if t["type"] == "cron"):
+            meta = trigger["metadata"]
+            where = f"{name}: cron trigger {trigger.get('name')}"
+            for key in ("start", "end"):
+                problems += [f"{where}: {p}" for p in cron_problems(meta.get(key, ""))]
+            if meta.get("start") == meta.get("end"):
+                problems.append(f"{where}: starts and ends at the same time")
+            try:
+                zoneinfo.ZoneInfo(meta.get("timezone", ""))
+            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                problems.append(f"{where}: time zone {meta.get('timezone')!r} is not an IANA name")
+            desired = int(meta.get("desiredReplicas", "0"))
+            if desired <= spec.get("minReplicaCount", 0):
+                problems.append(f"{where}: holds {desired}, not above the floor of {spec.get('minReplicaCount', 0)}")
+            if desired > spec.get("maxReplicaCount", 100):
+                problems.append(f"{where}: holds {desired}, above the maximum of {spec.get('maxReplicaCount', 100)}")
     return problems
 
 
@@ -732,6 +794,8 @@ def check_autoscaling(objects: Sequence[Obj], consumers: Mapping[str, Sequence[s
             continue
         triggers = {}
         for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] == "cron":
+                continue  # a floor by the clock beside the lag (check_schedules)
             meta = trigger["metadata"]
             if trigger["type"] != "nats-jetstream" or meta.get("natsServerMonitoringEndpoint") != NATS_MONITORING:
                 problems.append(f"{name}: trigger {trigger.get('name')} is not nats-jetstream on {NATS_MONITORING}")
@@ -856,7 +920,126 @@ def problems(
         *check_ingress(objects),
         *check_references(objects),
         *check_settings(objects),
+        *check_schedules(objects),
     ]
+
+
+# --- Spot runners and off-hours scaling (production) ---------------------------------------------
+
+# How each provider labels its spot (preemptible) nodes, and this project's own label for clusters
+# that label their pools themselves (docs/deploy.md, "Spot runners and off-hours scaling").
+SPOT_LABELS = {
+    ("coderunner-capacity-type", "spot"),
+    ("cloud.google.com/gke-spot", "true"),  # GKE
+    ("eks.amazonaws.com/capacityType", "SPOT"),  # EKS managed node groups
+    ("karpenter.sh/capacity-type", "spot"),  # Karpenter (EKS and others)
+    ("kubernetes.azure.com/scalesetpriority", "spot"),  # AKS
+}
+# The NoSchedule taints spot nodes carry: AKS's on every spot pool, GKE's in Autopilot (optional
+# in Standard), ours when a cluster taints its own. EKS and Karpenter taint none by default.
+SPOT_TAINTS = {
+    ("coderunner-capacity-type", "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+}
+# What a reclaimed node gives its pods: GKE's graceful node shutdown gives them the first 15 s of
+# Compute Engine's 30 s notice (critical system pods the last 15), Azure's eviction notice is 30 s,
+# EC2's interruption notice 2 minutes. The runner's drain must fit the shortest.
+SPOT_NOTICE_SECONDS = {"GKE": 15, "AKS": 30, "EKS": 120}
+SANDBOX_NODE_LABEL = ("coderunner-sandbox-engine", "true")
+# docs/capacity.md, "Sizing at the seed's peak": runners and their sandboxes need 2.4 provisioned
+# cores at 11.6 jobs/s. The school-hours floor holds at least that.
+PEAK_RUNNER_CORES = 2.4
+
+
+def _tolerates(tolerations: Sequence[Obj], key: str, value: str) -> bool:
+    return any(
+        t.get("key") == key
+        and (t.get("operator") == "Exists" or t.get("value") == value)
+        and t.get("effect") in (None, "", "NoSchedule")
+        for t in tolerations
+    )
+
+
+def _node_preferences(pod: Obj) -> set[tuple[str, str]]:
+    """(label, value) pairs the pod's node affinity asks for, preferred or required."""
+    affinity = pod.get("affinity", {}).get("nodeAffinity", {})
+    terms = [p["preference"] for p in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    terms += affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    return {
+        (e["key"], v)
+        for term in terms
+        for e in term.get("matchExpressions", [])
+        if e["operator"] == "In"
+        for v in e["values"]
+    }
+
+
+def runner_deployment(objects: Sequence[Obj]) -> Obj:
+    (runner,) = (d for d in deployments(objects) if component(d) == "runner")
+    return runner
+
+
+def check_spot_runners(objects: Sequence[Obj]) -> list[str]:
+    """Runners go on spot nodes of every provider, still only on sandbox nodes, and drain within
+    the shortest notice of a reclaim; their budget lets a node's runners go together."""
+    problems = []
+    deployment = runner_deployment(objects)
+    name, pod = deployment["metadata"]["name"], deployment["spec"]["template"]["spec"]
+    if pod.get("nodeSelector", {}).get(SANDBOX_NODE_LABEL[0]) != SANDBOX_NODE_LABEL[1]:
+        problems.append(f"{name}: not kept to sandbox nodes (nodeSelector {'='.join(SANDBOX_NODE_LABEL)})")
+    for key, value in sorted(SPOT_TAINTS):
+        if not _tolerates(pod.get("tolerations", []), key, value):
+            problems.append(f"{name}: does not tolerate the spot taint {key}={value}:NoSchedule")
+    for key, value in sorted(SPOT_LABELS - _node_preferences(pod)):
+        problems.append(f"{name}: no node affinity for spot nodes labelled {key}={value}")
+    shortest = min(SPOT_NOTICE_SECONDS.values())
+    for container in pod["containers"]:
+        drain = _drain_seconds(process_of(container), container_env(objects, container), pod)
+        if drain > shortest:
+            problems.append(
+                f"{name}: its drain ({drain:.0f} s) does not fit the {shortest} s a reclaimed spot node gives it"
+            )
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for budget in (o for o in objects if o["kind"] == "PodDisruptionBudget" and selects(o["spec"]["selector"], labels)):
+        allowed = budget["spec"].get("maxUnavailable")
+        if not str(allowed).endswith("%"):
+            problems.append(
+                f"{name}: its PodDisruptionBudget lets {allowed} go at a time, not a share: a reclaimed node's "
+                "other runners would wait for replacements and be killed instead of drained"
+            )
+    return problems
+
+
+def check_off_hours(objects: Sequence[Obj]) -> list[str]:
+    """Runners scale on the queue and by the clock: a school-hours floor that covers the capacity
+    model's peak, a lower floor outside it, never none."""
+    problems = []
+    deployment = runner_deployment(objects)
+    name = deployment["metadata"]["name"]
+    (scaled,) = (o for o in objects if o["kind"] == "ScaledObject" and o["spec"]["scaleTargetRef"]["name"] == name)
+    spec = scaled["spec"]
+    kinds = [t["type"] for t in spec["triggers"]]
+    if "nats-jetstream" not in kinds:
+        problems.append(f"{name}: no queue trigger beside the schedule")
+    if "cron" not in kinds:
+        problems.append(f"{name}: no cron trigger (a floor of runners in school hours)")
+    floor = spec.get("minReplicaCount", 0)
+    if floor < 1:
+        problems.append(f"{name}: scales to {floor} off-hours (a submission would wait for a runner and its node)")
+    cores = _quantity(deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"])
+    for trigger in (t for t in spec["triggers"] if t["type"] == "cron"):
+        held = int(trigger["metadata"].get("desiredReplicas", "0")) * cores
+        if held + 1e-9 < PEAK_RUNNER_CORES:
+            problems.append(
+                f"{name}: school hours hold {held:.2f} cores of runners, under the {PEAK_RUNNER_CORES} the "
+                "seed's peak needs (docs/capacity.md)"
+            )
+    return problems
+
+
+def production_problems(objects: Sequence[Obj]) -> list[str]:
+    return [*problems(objects), *check_spot_runners(objects), *check_off_hours(objects)]
 
 
 # --- The image -----------------------------------------------------------------------------------
@@ -1004,6 +1187,27 @@ def test_the_rendered_platform_keeps_every_rule(overlay: str) -> None:
     assert not found, "\n".join(found)
 
 
+def test_production_runs_runners_on_spot_nodes_by_the_clock_and_the_queue() -> None:
+    """Spot tolerations and affinity, a drain within a reclaim's notice, a budget that lets a
+    node's runners drain together, a cron floor beside the queue trigger (docs/deploy.md)."""
+    objects = rendered("production")
+    found = production_problems(objects)
+    assert not found, "\n".join(found)
+    runner = pod(objects, "runner")
+    env = container_env(objects, runner["containers"][0])
+    drain = _drain_seconds("runner", env, runner)
+    assert drain <= min(SPOT_NOTICE_SECONDS.values())
+    assert drain < runner["terminationGracePeriodSeconds"]
+    scaled = find(objects, "ScaledObject", "runner")["spec"]
+    assert sorted(t["type"] for t in scaled["triggers"]) == ["cron", "nats-jetstream"]
+    assert scaled["minReplicaCount"] < int(schedule(objects, "runner")["metadata"]["desiredReplicas"])
+    budget = find(objects, "PodDisruptionBudget", "runner")
+    assert selects(budget["spec"]["selector"], deployment(objects, "runner")["spec"]["template"]["metadata"]["labels"])
+    # The development overlay keeps the base: no spot, no schedule.
+    dev = rendered("dev")
+    assert check_spot_runners(dev) and check_off_hours(dev)
+
+
 def test_base_files_are_valid_each_on_its_own() -> None:
     """The base, file by file, as `kubectl apply --dry-run` would take each one."""
     errors = []
@@ -1116,7 +1320,12 @@ def set_env(objects: list[Obj], name: str, variable: str, value: str) -> None:
 
 def trigger(objects: list[Obj], name: str, durable: str) -> Obj:
     scaled = find(objects, "ScaledObject", name)
-    return next(t for t in scaled["spec"]["triggers"] if t["metadata"]["consumer"] == durable)
+    return next(t for t in scaled["spec"]["triggers"] if t["metadata"].get("consumer") == durable)
+
+
+def schedule(objects: list[Obj], name: str) -> Obj:
+    scaled = find(objects, "ScaledObject", name)
+    return next(t for t in scaled["spec"]["triggers"] if t["type"] == "cron")
 
 
 REMOVALS: list[tuple[str, Callable[[list[Obj]], object], str]] = [
@@ -1206,7 +1415,7 @@ REMOVALS: list[tuple[str, Callable[[list[Obj]], object], str]] = [
     (
         "drain time",
         lambda o: pod(o, "runner").update(terminationGracePeriodSeconds=15),
-        "runner: terminationGracePeriodSeconds is not above its drain (20 s)",
+        "runner: terminationGracePeriodSeconds is not above its drain (15 s)",
     ),
     (
         "autoscaler owns replicas",
@@ -1371,6 +1580,114 @@ def test_each_rule_fails_without_its_protection(removal: Callable[[list[Obj]], o
     assert any(expected in p for p in found), "\n".join(found) or "no problem found"
 
 
+def _untolerate(objects: list[Obj], key: str) -> None:
+    tolerations = pod(objects, "runner")["tolerations"]
+    tolerations.remove(next(t for t in tolerations if t["key"] == key))
+
+
+def _unprefer(objects: list[Obj], key: str) -> None:
+    terms = pod(objects, "runner")["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    terms.remove(next(t for t in terms if t["preference"]["matchExpressions"][0]["key"] == key))
+
+
+# The production overlay's own rules (spot runners, the floors by the clock), each removed once.
+SPOT_REMOVALS: list[tuple[str, Callable[[list[Obj]], object], str]] = [
+    (
+        "drain fits a reclaim",
+        lambda o: generated(o, "ConfigMap", "runner-config")["data"].update(RUNNER_SHUTDOWN_GRACE_SECONDS="10"),
+        "runner: its drain (20 s) does not fit the 15 s a reclaimed spot node gives it",
+    ),
+    (
+        "grace above the drain",
+        lambda o: pod(o, "runner").update(terminationGracePeriodSeconds=10),
+        "runner: terminationGracePeriodSeconds is not above its drain (15 s)",
+    ),
+    (
+        "tolerates AKS's spot taint",
+        lambda o: _untolerate(o, "kubernetes.azure.com/scalesetpriority"),
+        "runner: does not tolerate the spot taint kubernetes.azure.com/scalesetpriority=spot:NoSchedule",
+    ),
+    (
+        "prefers EKS's spot nodes",
+        lambda o: _unprefer(o, "eks.amazonaws.com/capacityType"),
+        "runner: no node affinity for spot nodes labelled eks.amazonaws.com/capacityType=SPOT",
+    ),
+    (
+        "still on sandbox nodes",
+        lambda o: pod(o, "runner").pop("nodeSelector"),
+        "runner: not kept to sandbox nodes",
+    ),
+    (
+        "a node's runners drain together",
+        lambda o: find(o, "PodDisruptionBudget", "runner")["spec"].update(maxUnavailable=1),
+        "runner: its PodDisruptionBudget lets 1 go at a time",
+    ),
+    (
+        "a budget that protects",
+        lambda o: find(o, "PodDisruptionBudget", "runner")["spec"].update(maxUnavailable="100%"),
+        "runner: its PodDisruptionBudget allows 100% (protects nothing)",
+    ),
+    (
+        "a budget that lets drains through",
+        lambda o: find(o, "PodDisruptionBudget", "gateway")["spec"].update(maxUnavailable=0),
+        "gateway: its PodDisruptionBudget allows no disruption",
+    ),
+    (
+        "a floor by the clock",
+        lambda o: find(o, "ScaledObject", "runner")["spec"]["triggers"].remove(schedule(o, "runner")),
+        "runner: no cron trigger",
+    ),
+    (
+        "the queue beside the clock",
+        lambda o: find(o, "ScaledObject", "runner")["spec"]["triggers"].remove(trigger(o, "runner", "runner")),
+        "runner: no queue trigger beside the schedule",
+    ),
+    (
+        "school hours cover the peak",
+        lambda o: schedule(o, "runner")["metadata"].update(desiredReplicas="2"),
+        "runner: school hours hold 1.60 cores of runners, under the 2.4",
+    ),
+    (
+        "a lower floor off-hours",
+        lambda o: find(o, "ScaledObject", "runner")["spec"].update(minReplicaCount=3),
+        "runner: cron trigger school-hours: holds 3, not above the floor of 3",
+    ),
+    (
+        "never no runner",
+        lambda o: find(o, "ScaledObject", "runner")["spec"].update(minReplicaCount=0),
+        "runner: scales to 0 off-hours",
+    ),
+    (
+        "a schedule KEDA parses",
+        lambda o: schedule(o, "runner")["metadata"].update(start="0 7 * * 1-5 *"),
+        "'0 7 * * 1-5 *' has 6 fields, not 5",
+    ),
+    (
+        "hours that exist",
+        lambda o: schedule(o, "runner")["metadata"].update(end="0 24 * * 1-5"),
+        "hour '24' is not 0-23",
+    ),
+    (
+        "a real time zone",
+        lambda o: schedule(o, "runner")["metadata"].update(timezone="Europe/Londn"),
+        "time zone 'Europe/Londn' is not an IANA name",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("removal", "expected"), [(r[1], r[2]) for r in SPOT_REMOVALS], ids=[r[0] for r in SPOT_REMOVALS]
+)
+def test_each_production_rule_fails_without_its_protection(
+    removal: Callable[[list[Obj]], object], expected: str
+) -> None:
+    objects = rendered("production")
+    assert not production_problems(objects)
+    removal(objects)
+    found = production_problems(objects)
+    assert any(expected in p for p in found), "\n".join(found) or "no problem found"
+
+
 def test_a_consumer_added_to_the_registry_without_manifests_fails() -> None:
     audit = streams.Durable("audit", streams.EXECUTIONS, ("x",), "coderunner consume audit", "new", process="audit")
     found = problems(rendered("production"), {**streams.CONSUMERS, "audit": (audit,)})
@@ -1392,6 +1709,12 @@ def test_the_schema_checks_reject_unknown_and_mistyped_fields() -> None:
     assert "'lagThreshhold'" in errors
     runner["spec"].update(minReplicaCount=5, maxReplicaCount=2)
     assert any("violates the CRD rule" in e for e in crd_errors(runner))
+    hours = schedule(objects, "runner")["metadata"]
+    hours["desiredReplica"] = hours.pop("desiredReplicas")
+    assert any("the cron scaler takes" in e for e in crd_errors(runner))
+    budget = find(objects, "PodDisruptionBudget", "runner")
+    budget["spec"]["maxUnavaliable"] = budget["spec"].pop("maxUnavailable")
+    assert "'maxUnavaliable' was unexpected" in kubernetes_errors(budget, "1.30")[0]
 
 
 def test_the_image_check_fails_without_each_protection() -> None:
