@@ -67,9 +67,9 @@ def main() -> None:
             graded = c.post("/execution/submit/grade", json={"code": WRONG_HELLO, "problemId": 101}).json()
             time.sleep(4)
         operator("replay", "--user", user_id, "--since", "10m", "--subject", "coderunner.v1.executions.*.finished")
-        operator("replay", "--job", job["jobId"])
+        operator("replay", f"--job={job['jobId']}")
         operator("replay", "--dead-letters")
-        operator("replay", "--job", graded["jobId"])
+        operator("replay", f"--job={graded['jobId']}")
         print("\n".join(line for line in log_path.read_text().splitlines() if "runner" in line))
     finally:
         up.send_signal(signal.SIGTERM)

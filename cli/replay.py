@@ -79,7 +79,7 @@ def _job_id(text: str) -> str:
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--job", type=_job_id, help="one job's events")
+    parser.add_argument("--job", type=_job_id, help="one job's events (an id starting with - as --job=ID)")
     parser.add_argument("--user", help="the jobs (and problem edits) of one user id")
     parser.add_argument("--problem", help="the jobs on one problem, and its changes")
     parser.add_argument("--subject", help="a subject filter, wildcards allowed (coderunner.v1.executions.*.finished)")
@@ -102,7 +102,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 def add_redrive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="DEADLETTER stream sequences")
     parser.add_argument("--reason", choices=[r.value for r in DeadLetterReason], help="every dead letter of a reason")
-    parser.add_argument("--job", type=_job_id, help="every dead letter of a job")
+    parser.add_argument("--job", type=_job_id, help="every dead letter of a job (--job=ID)")
     parser.add_argument("--since", type=parse_time, help="dead letters recorded since (RFC 3339, or ago)")
     parser.add_argument("--until", type=parse_time, help="dead letters recorded until (RFC 3339, or ago)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be published, publish nothing")

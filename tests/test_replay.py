@@ -94,7 +94,7 @@ def user_of(nats_url: str, job_id: str) -> str:
 
 def test_replay_job_prints_its_whole_timeline_in_order(stack: Stack, runner: App) -> None:
     job_id = run_job(stack)
-    rows = table_rows(stack, "--job", job_id)
+    rows = table_rows(stack, f"--job={job_id}")
     kinds = [r[2] for r in rows]
     assert kinds[0] == "submission" and kinds[1] == "started" and kinds[-1] == "finished", rows
     assert set(kinds[2:-1]) == {"output"}
@@ -107,7 +107,7 @@ def test_replay_job_prints_its_whole_timeline_in_order(stack: Stack, runner: App
     assert any("stderr" in r[4] and "two" in r[4] for r in rows)
 
     # The same as JSON lines, each with its payload.
-    lines = json_rows(stack, "--job", job_id)
+    lines = json_rows(stack, f"--job={job_id}")
     assert [line["kind"] for line in lines] == kinds
     assert lines[0]["payload"]["type"] == "submission.requested" and lines[0]["payload"]["code"] == PROGRAM
     assert lines[-1]["payload"]["verdict"] == "OK" and lines[-1]["jobId"] == job_id
@@ -122,7 +122,7 @@ def test_replay_selects_by_user_time_sequence_and_subject(stack: Stack, nats_url
     second = run_job(stack, "print(2)", token=second_user)
     user = user_of(nats_url, second)
 
-    by_user = json_rows(stack, "--user", user)
+    by_user = json_rows(stack, f"--user={user}")
     assert {line["jobId"] for line in by_user} == {second}
     assert {line["kind"] for line in by_user} >= {"submission", "started", "finished"}
 
@@ -135,7 +135,7 @@ def test_replay_selects_by_user_time_sequence_and_subject(stack: Stack, nats_url
     finished = json_rows(stack, "--subject", "coderunner.v1.executions.*.finished")
     assert {line["kind"] for line in finished} == {"finished"} and {first, second} <= {x["jobId"] for x in finished}
 
-    executions = json_rows(stack, "--job", second, "--stream", "executions")
+    executions = json_rows(stack, f"--job={second}", "--stream", "executions")
     a, b = executions[1]["seq"], executions[-2]["seq"]
     window = json_rows(stack, "--stream", "EXECUTIONS", "--from-seq", str(a), "--to-seq", str(b))
     assert [line["seq"] for line in window] == list(range(a, b + 1))
@@ -205,17 +205,17 @@ def test_dead_letters_are_listed_and_redriven_once(stack: Stack, nats_url: str, 
         await nc.close()
 
     asyncio.run(pub())
-    wait_for(lambda: json_rows(stack, "--dead-letters", "--job", job_id), what="the dead letter")
+    wait_for(lambda: json_rows(stack, "--dead-letters", f"--job={job_id}"), what="the dead letter")
 
-    lines = cli(stack, "replay", "--dead-letters", "--job", job_id).stdout.splitlines()
+    lines = cli(stack, "replay", "--dead-letters", f"--job={job_id}").stdout.splitlines()
     assert lines[0].split() == ["TIME", "SEQ", "REASON", "ORIGIN", "CONSUMER", "ATTEMPTS", "JOB", "DETAIL"]
     (row,) = [line.split(None, 7) for line in lines[1:]]
     seq = row[1].removeprefix("DEADLETTER:")
     assert row[2:7] == ["undecodable", row[3], "runner", "1", job_id] and row[3].startswith("SUBMISSIONS:")
-    (record,) = json_rows(stack, "--dead-letters", "--job", job_id)
+    (record,) = json_rows(stack, "--dead-letters", f"--job={job_id}")
     letter = msgspec.json.decode(json.dumps(record["payload"]), type=DeadLetter)
     assert letter.payload == garbage.decode() and letter.attempts == 1 and record["seq"] == int(seq)
-    assert json_rows(stack, "--reason", "undecodable", "--job", job_id) == [record]
+    assert json_rows(stack, "--reason", "undecodable", f"--job={job_id}") == [record]
 
     dry = cli(stack, "redrive", seq, "--dry-run").stdout
     assert "would publish" in dry and len(stored_messages(nats_url, streams.SUBMISSIONS, subject)) == 1
@@ -228,8 +228,8 @@ def test_dead_letters_are_listed_and_redriven_once(stack: Stack, nats_url: str, 
     assert copies == [garbage, garbage]  # the original payload, published once more, once
 
     # The copy went to the runner again (and, still garbage, was dead-lettered again: a new letter).
-    wait_for(lambda: len(json_rows(stack, "--dead-letters", "--job", job_id)) == 2, what="the copy dead-lettered")
-    by_job = cli(stack, "redrive", "--job", job_id, "--reason", "undecodable", "--dry-run").stdout
+    wait_for(lambda: len(json_rows(stack, "--dead-letters", f"--job={job_id}")) == 2, what="the copy dead-lettered")
+    by_job = cli(stack, "redrive", f"--job={job_id}", "--reason", "undecodable", "--dry-run").stdout
     assert by_job.count("would publish") == 2
     missing = cli(stack, "redrive", "999999", check=False)
     assert missing.returncode == 1 and "no dead-letter record" in missing.stderr
