@@ -31,8 +31,9 @@ format: install
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
 # The podman service that system-deps.sh started is stopped again: nothing outlives the run.
-# Two workers (tests/conftest.py: each module on one worker, the heavy ones one after the other).
-TEST_WORKERS ?= 2
+# Three workers: the tests mostly wait on processes, not the two cores (tests/conftest.py: each
+# module on one worker, the heavy ones one after the other on one of them).
+TEST_WORKERS ?= 3
 test: install lint
 	bash .ci/system-deps.sh
 	$(BIN)/python -m pytest -n $(TEST_WORKERS); rc=$$?; [ -n "$$DOCKER_HOST" ] || bash .ci/podman.sh stop; exit $$rc
