@@ -193,7 +193,8 @@ def _invalid_fields(request: Request[Any, Any, Any], extra: list[Any]) -> str:
             continue
         key = str(item.get("key") or "")
         definition = getattr(parameters.get(key), "kwarg_definition", None)
-        alias = next((a for a in (getattr(definition, n, None) for n in ("header", "query", "cookie")) if a), key)
+        names = (getattr(definition, n, None) for n in ("header", "query", "cookie", "name"))
+        alias = next((a for a in names if a), key)
         named.append(f"{alias}: {item['message']}" if alias and alias != "data" else str(item["message"]))
     return "; ".join(named)[:500]
 

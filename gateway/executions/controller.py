@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -34,8 +34,8 @@ JobId = Annotated[str, Parameter(pattern=JOB_ID_RE.pattern, description="From `j
 # ASCII digits only (str.isdigit() also accepts "²"); empty is "from the start", as EventSource may send.
 LastEventId = Annotated[
     str | None,
-    Parameter(
-        header="Last-Event-ID",
+    HeaderParameter(
+        name="Last-Event-ID",
         pattern=r"^[0-9]{0,19}$",
         description="Resume after this event: a stream sequence number from this stream's `id:` lines",
     ),

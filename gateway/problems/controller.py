@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from curriculum.model import LevelSlug
@@ -41,7 +41,7 @@ TestIdParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,32}$", descrip
 SessionId = Annotated[str, Parameter(pattern=SLUG_PATTERN, max_length=64, description="A session's `id`")]
 Age = Annotated[int, Parameter(ge=0, le=150)]
 IfMatch = Annotated[
-    str | None, Parameter(header="If-Match", pattern=r'^(\*|(W/)?"?[0-9]{1,9}"?)$', description=IF_MATCH)
+    str | None, HeaderParameter(name="If-Match", pattern=r'^(\*|(W/)?"?[0-9]{1,9}"?)$', description=IF_MATCH)
 ]
 _REVISION = re.compile(r'(?:W/)?"?([0-9]{1,9})"?')
 
