@@ -29,7 +29,7 @@ _session: dict[str, object] = {}
 
 
 def _worker(config: pytest.Config) -> bool:
-    """A pytest-xdist worker (``make test`` runs three); the controller or a plain run is not."""
+    """A pytest-xdist worker (``make test`` runs two); the controller or a plain run is not."""
     return hasattr(config, "workerinput")
 
 
